@@ -14,8 +14,7 @@ from .registry import register
 
 def segment_means(x: Tensor, segments: int) -> Tensor:
     """(..., N, d) -> (..., m, d): the first segments hold N // m tokens, the rest one more."""
-    tokens = x.shape[-2]
-    size, longer = divmod(tokens, segments)
+    size, longer = divmod(int(x.shape[-2]), int(segments))  # int(): sizes are traced as tensors
     shorter = segments - longer
     head = x[..., : shorter * size, :].unflatten(-2, (shorter, size)).mean(-2)
     if not longer:

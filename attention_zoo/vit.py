@@ -17,6 +17,21 @@ PRESETS: dict[str, dict[str, int]] = {
 BASE_GRID = 14  # the position embedding is learned for a 224² image at patch 16
 
 
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches through one Linear: the stride=kernel convolution as a GEMM."""
+
+    def __init__(self, patch_size: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(3 * patch_size * patch_size, dim)
+
+    def forward(self, images: Tensor, hw: tuple[int, int]) -> Tensor:
+        """(B, 3, H*p, W*p) -> (B, H*W, dim)."""
+        batch, channels, p = images.shape[0], images.shape[1], self.patch_size
+        patches = images.reshape(batch, channels, hw[0], p, hw[1], p).permute(0, 2, 4, 1, 3, 5)
+        return self.proj(patches.reshape(batch, hw[0] * hw[1], channels * p * p))
+
+
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
@@ -61,7 +76,7 @@ class ViT(nn.Module):
         check_heads(dim, num_heads)
         self.attention, self.depth, self.dim, self.num_heads = attention, depth, dim, num_heads
         self.patch_size = patch_size
-        self.patch_embed = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.patch_embed = PatchEmbed(patch_size, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, BASE_GRID, BASE_GRID))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
@@ -97,7 +112,7 @@ class ViT(nn.Module):
 
     def forward_features(self, images: Tensor) -> Tensor:
         hw = self.grid(*images.shape[-2:])
-        x = self.patch_embed(images).flatten(2).transpose(1, 2)
+        x = self.patch_embed(images, hw)
         x = x + self.position_embedding(hw, x.dtype)
         for block in self.blocks:
             x = block(x, hw)

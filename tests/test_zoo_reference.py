@@ -113,7 +113,7 @@ def test_performer_error_against_softmax_shrinks_as_features_grow():
             for s in range(4)
         ]
         errors.append(sum(((a - exact).norm() / exact.norm()).item() for a in draws) / 4)
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 0.3 * errors[0], errors
 
 

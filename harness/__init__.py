@@ -1,0 +1,1 @@
+"""Running, measuring, sweeping, storing, reporting and checking attention benchmarks."""
