@@ -1,0 +1,5 @@
+"""python -m harness: the attnbench Hydra app."""
+
+from .app import main
+
+main()

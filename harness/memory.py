@@ -1,0 +1,59 @@
+"""Peak-memory meter: `begin()` before the cell builds anything, `end()` after its window.
+
+On a GPU, the CUDA caching allocator's peak (reset at begin). On the CPU, the kernel's resident
+high-water mark (VmHWM) after resetting it through /proc/self/clear_refs, minus the resident set
+at begin: the peak this cell added, not the process's history. Each cell runs in a fresh
+process, so nothing is inherited from an earlier cell either way.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class MemoryMeter:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.source = ""
+
+    def begin(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.source = "cuda:max_memory_allocated"
+            return
+        self.baseline_kib = _status_kib("VmRSS") or 0
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.source = "cpu:vmhwm_after_reset-minus-start_rss"
+        except OSError:
+            self.source = "cpu:ru_maxrss-minus-start_rss"
+
+    def end(self) -> int | None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device)
+        if self.source.startswith("cpu:vmhwm"):
+            peak_kib = _status_kib("VmHWM")
+        else:
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if peak_kib is None:
+            self.source = "unavailable: /proc/self/status is not readable"
+            return None
+        return max(peak_kib - self.baseline_kib, 0) * 1024
