@@ -11,8 +11,8 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -62,17 +62,32 @@ class Cell:
         return (self.hw[0] // self.patch_size) * (self.hw[1] // self.patch_size)
 
     def build(self) -> zoo.ViT:
-        return zoo.ViT(self.attention, self.depth, self.dim, self.heads,
-                       patch_size=self.patch_size, mlp_ratio=self.mlp_ratio,
-                       **self.attention_options)
+        return zoo.ViT(
+            self.attention,
+            self.depth,
+            self.dim,
+            self.heads,
+            patch_size=self.patch_size,
+            mlp_ratio=self.mlp_ratio,
+            **self.attention_options,
+        )
 
     def identity(self) -> dict[str, Any]:
         return {
-            "attention": self.attention, "model": self.model, "depth": self.depth,
-            "dim": self.dim, "heads": self.heads, "resolution": self.resolution,
-            "height": self.hw[0], "tokens": self.tokens, "batch_size": self.batch_size,
-            "mode": self.mode, "dtype": self.dtype, "device": self.device,
-            "compile": self.compile, "tf32": self.tf32,
+            "attention": self.attention,
+            "model": self.model,
+            "depth": self.depth,
+            "dim": self.dim,
+            "heads": self.heads,
+            "resolution": self.resolution,
+            "height": self.hw[0],
+            "tokens": self.tokens,
+            "batch_size": self.batch_size,
+            "mode": self.mode,
+            "dtype": self.dtype,
+            "device": self.device,
+            "compile": self.compile,
+            "tf32": self.tf32,
             "attention_options": dict(sorted(self.attention_options.items())),
         }
 
@@ -89,8 +104,9 @@ def resolve_device(requested: str) -> str:
         valid = ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
         if not index.isdigit() or int(index) >= count:
             why = "CUDA is not available" if not count else f"this machine has {count} GPU(s)"
-            raise CellError(f"device {requested!r} is not usable: {why}; "
-                            f"valid choices here: {', '.join(valid)}")
+            raise CellError(
+                f"device {requested!r} is not usable: {why}; valid choices here: {', '.join(valid)}"
+            )
         return f"cuda:{index}"
     raise CellError(f"unknown device {requested!r}; valid choices: auto, cpu, cuda, cuda:N")
 
@@ -98,8 +114,9 @@ def resolve_device(requested: str) -> str:
 def validate(cell: Cell) -> None:
     """Everything that can be checked before measuring; raises CellError naming valid choices."""
     if cell.attention not in zoo.available():
-        raise CellError(f"unknown attention {cell.attention!r}; valid choices: "
-                        f"{', '.join(zoo.available())}")
+        raise CellError(
+            f"unknown attention {cell.attention!r}; valid choices: {', '.join(zoo.available())}"
+        )
     if cell.mode not in MODES:
         raise CellError(f"unknown mode {cell.mode!r}; valid choices: {', '.join(MODES)}")
     if cell.dtype not in DTYPES:
@@ -109,13 +126,17 @@ def validate(cell: Cell) -> None:
     p = cell.patch_size
     for side in cell.hw:
         if not isinstance(side, int) or side < p or side % p:
-            raise CellError(f"resolution {side} is not a positive multiple of the patch size "
-                            f"{p}; valid resolutions: {p}, {2 * p}, ..., e.g. 224, 1024, 9216")
+            raise CellError(
+                f"resolution {side} is not a positive multiple of the patch size "
+                f"{p}; valid resolutions: {p}, {2 * p}, ..., e.g. 224, 1024, 9216"
+            )
     if cell.device.startswith("cuda") and cell.dtype == "bfloat16":
         index = int(cell.device.partition(":")[2] or 0)
         if torch.cuda.get_device_capability(index) < (8, 0):
-            raise CellError(f"{torch.cuda.get_device_name(index)} cannot run bfloat16 "
-                            "(needs compute capability 8.0); valid dtypes: float32, float16")
+            raise CellError(
+                f"{torch.cuda.get_device_name(index)} cannot run bfloat16 "
+                "(needs compute capability 8.0); valid dtypes: float32, float16"
+            )
     try:
         with torch.device("meta"):
             cell.build()
@@ -128,8 +149,7 @@ def is_oom(err: BaseException) -> bool:
         return True
     text = str(err)
     return isinstance(err, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-        or "DefaultCPUAllocator" in text
+        "out of memory" in text or "can't allocate memory" in text or "DefaultCPUAllocator" in text
     )
 
 
@@ -237,16 +257,21 @@ def run_isolated(cell: Cell) -> tuple[str, Any]:
     return "error", f"measuring process died with {why}"
 
 
-def run(cell: Cell) -> dict[str, Any]:
-    """The cell's complete row. Never raises for measurement failures: they are its status."""
+def static_row(cell: Cell) -> dict[str, Any]:
+    """What is known without measuring: identity, params and FLOPs (on meta), provenance."""
     from .flops import macs_per_image
     from .provenance import host
 
-    start = time.perf_counter()
     with torch.device("meta"):
         params = sum(p.numel() for p in cell.build().parameters())
     macs = macs_per_image(cell.build, *cell.hw)
-    row = cell.identity() | {"params": params, "macs": macs, "flops": 2 * macs} | host()
+    return cell.identity() | {"params": params, "macs": macs, "flops": 2 * macs} | host()
+
+
+def run(cell: Cell) -> dict[str, Any]:
+    """The cell's complete row. Never raises for measurement failures: they are its status."""
+    start = time.perf_counter()
+    row = static_row(cell)
     status, payload = run_isolated(cell)
     row["status"], row["error"] = status, "" if status == "ok" else payload
     if status == "ok":

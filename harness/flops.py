@@ -21,9 +21,15 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 NOT_CONTRACTIONS = [
-    "aten::batch_norm", "aten::group_norm", "aten::layer_norm", "aten::instance_norm",
-    "aten::upsample_nearest2d", "aten::upsample_bilinear2d", "aten::upsample_bicubic2d",
-    "aten::adaptive_avg_pool2d", "aten::grid_sampler",
+    "aten::batch_norm",
+    "aten::group_norm",
+    "aten::layer_norm",
+    "aten::instance_norm",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::upsample_bicubic2d",
+    "aten::adaptive_avg_pool2d",
+    "aten::grid_sampler",
 ]
 
 

@@ -88,24 +88,28 @@ def clean(value: Any) -> Any:
     return value
 
 
-def write_row(job_dir: Path, row: dict[str, Any]) -> Path:
-    """Write result.json so a reader sees the whole row or none (temp file + rename)."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    ordered = {key: row.get(key) for key in COLUMNS}  # every column, null where not measured
-    ordered |= {key: value for key, value in row.items() if key not in ordered}
-    ordered["schema_version"] = SCHEMA_VERSION
-    fd, tmp = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=job_dir)
+def write_json(target: Path, payload: Any) -> Path:
+    """Write JSON so a reader sees the whole file or none (temp file, fsync, rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(clean(ordered), handle, indent=1, default=str)
+            json.dump(clean(payload), handle, indent=1, default=str)
             handle.flush()
             os.fsync(handle.fileno())
-        target = job_dir / ROW_FILE
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_row(job_dir: Path, row: dict[str, Any]) -> Path:
+    """The row as result.json in its job directory, every column present (null: not measured)."""
+    ordered = {key: row.get(key) for key in COLUMNS}
+    ordered |= {key: value for key, value in row.items() if key not in ordered}
+    ordered["schema_version"] = SCHEMA_VERSION
+    return write_json(job_dir / ROW_FILE, ordered)
 
 
 def read_row(path: Path) -> dict[str, Any]:

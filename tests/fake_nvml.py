@@ -21,8 +21,9 @@ class FakeNvml:
     NVML_CLOCK_SM, NVML_CLOCK_MEM = NVML_CLOCK_SM, NVML_CLOCK_MEM
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
 
-    def __init__(self, counters_mj=(), power_mw=200_000, uuids=("GPU-fake",), mig=0,
-                 counter_supported=True) -> None:
+    def __init__(
+        self, counters_mj=(), power_mw=200_000, uuids=("GPU-fake",), mig=0, counter_supported=True
+    ) -> None:
         self.counters = list(counters_mj)
         self.power_mw = power_mw
         self.uuids = set(uuids)

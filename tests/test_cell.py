@@ -15,39 +15,99 @@ from harness.memory import MemoryMeter
 from harness.timing import Timer, Timing, TimingConfig
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-FAST = ["timing.window_s=0.2", "timing.warmup_iters=1", "timing.warmup_s=0",
-        "timing.min_iters=2", "energy.idle_s=0"]
+FAST = [
+    "timing.window_s=0.2",
+    "timing.warmup_iters=1",
+    "timing.warmup_s=0",
+    "timing.min_iters=2",
+    "energy.idle_s=0",
+]
 REQUIRED = [
-    "attention", "model", "depth", "dim", "heads", "resolution", "tokens", "batch_size", "mode",
-    "dtype", "device", "status", "error", "params", "macs", "flops", "latency_ms",
-    "latency_ms_p10", "latency_ms_p90", "iters", "window_s", "throughput_img_s",
-    "energy_j_per_img", "avg_power_w", "idle_power_w", "energy_source", "peak_mem_bytes",
-    "mem_source", "device_name", "torch_version", "git_sha", "timestamp",
+    "attention",
+    "model",
+    "depth",
+    "dim",
+    "heads",
+    "resolution",
+    "tokens",
+    "batch_size",
+    "mode",
+    "dtype",
+    "device",
+    "status",
+    "error",
+    "params",
+    "macs",
+    "flops",
+    "latency_ms",
+    "latency_ms_p10",
+    "latency_ms_p90",
+    "iters",
+    "window_s",
+    "throughput_img_s",
+    "energy_j_per_img",
+    "avg_power_w",
+    "idle_power_w",
+    "energy_source",
+    "peak_mem_bytes",
+    "mem_source",
+    "device_name",
+    "torch_version",
+    "git_sha",
+    "timestamp",
 ]
 
 
 def attnbench(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def small_cell(**kw):
-    spec = dict(attention="softmax", model="small", depth=2, dim=64, heads=2, patch_size=16,
-                mlp_ratio=4.0, resolution=64, batch_size=1, mode="infer", dtype="float32",
-                device="cpu", idle_s=0,
-                timing=TimingConfig(warmup_iters=1, warmup_s=0, window_s=0.1, min_iters=2))
+    spec = dict(
+        attention="softmax",
+        model="small",
+        depth=2,
+        dim=64,
+        heads=2,
+        patch_size=16,
+        mlp_ratio=4.0,
+        resolution=64,
+        batch_size=1,
+        mode="infer",
+        dtype="float32",
+        device="cpu",
+        idle_s=0,
+        timing=TimingConfig(warmup_iters=1, warmup_s=0, window_s=0.1, min_iters=2),
+    )
     return Cell(**(spec | kw))
 
 
 def test_one_real_cell_through_the_cli_writes_a_complete_row(tmp_path):
-    done = attnbench("hydra.mode=RUN", "attention=linear_infsa", "resolution=64",
-                     "batch_size=2", f"hydra.run.dir={tmp_path}/job", *FAST, cwd=tmp_path)
+    done = attnbench(
+        "hydra.mode=RUN",
+        "attention=linear_infsa",
+        "resolution=64",
+        "batch_size=2",
+        f"hydra.run.dir={tmp_path}/job",
+        *FAST,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     row = json.loads((tmp_path / "job" / rows.ROW_FILE).read_text())
     assert set(REQUIRED) <= set(row) and set(REQUIRED) <= set(rows.COLUMNS)
     assert row["status"] == "ok" and row["error"] == ""
     assert (row["attention"], row["resolution"], row["tokens"], row["batch_size"]) == (
-        "linear_infsa", 64, 16, 2)
+        "linear_infsa",
+        64,
+        16,
+        2,
+    )
     assert row["flops"] == 2 * row["macs"] > 0
     assert row["throughput_img_s"] > 0 and row["iters"] >= 2
     assert row["latency_ms_p10"] <= row["latency_ms"] <= row["latency_ms_p90"]
@@ -60,18 +120,27 @@ def test_one_real_cell_through_the_cli_writes_a_complete_row(tmp_path):
     assert "ok" in done.stdout and "img/s" in done.stdout
 
 
-@pytest.mark.parametrize("override,message", [
-    ("resolution=225", "valid resolutions: 16, 32"),
-    ("batch_size=0", "batch_size must be an integer >= 1"),
-    ("dtype=float8", "valid choices: float32, bfloat16, float16"),
-    ("mode=eval", "valid choices: infer, train"),
-    ("device=tpu", "valid choices: auto, cpu, cuda, cuda:N"),
-    ("attention.window=3", "valid: window_size, shift"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("resolution=225", "valid resolutions: 16, 32"),
+        ("batch_size=0", "batch_size must be an integer >= 1"),
+        ("dtype=float8", "valid choices: float32, bfloat16, float16"),
+        ("mode=eval", "valid choices: infer, train"),
+        ("device=tpu", "valid choices: auto, cpu, cuda, cuda:N"),
+        ("attention.window=3", "valid: window_size, shift"),
+    ],
+)
 def test_bad_input_ends_with_a_message_naming_the_choices(tmp_path, override, message):
     extra = ["attention=swin"] if override.startswith("attention.") else []
-    done = attnbench("hydra.mode=RUN", *extra, f"+{override}" if "window=" in override
-                     else override, f"hydra.run.dir={tmp_path}/job", *FAST, cwd=tmp_path)
+    done = attnbench(
+        "hydra.mode=RUN",
+        *extra,
+        f"+{override}" if "window=" in override else override,
+        f"hydra.run.dir={tmp_path}/job",
+        *FAST,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
@@ -80,8 +149,9 @@ def test_bad_input_ends_with_a_message_naming_the_choices(tmp_path, override, me
 
 @pytest.mark.skipif(sys.modules.get("torch").cuda.is_available(), reason="machine has CUDA")
 def test_missing_cuda_device_names_what_this_machine_has(tmp_path):
-    done = attnbench("hydra.mode=RUN", "device=cuda:1", f"hydra.run.dir={tmp_path}/job",
-                     *FAST, cwd=tmp_path)
+    done = attnbench(
+        "hydra.mode=RUN", "device=cuda:1", f"hydra.run.dir={tmp_path}/job", *FAST, cwd=tmp_path
+    )
     assert done.returncode == 2
     assert "CUDA is not available; valid choices here: auto, cpu" in done.stderr
 
@@ -94,11 +164,20 @@ def test_unknown_attention_lists_the_available_configs(tmp_path):
 
 def test_oom_cell_is_recorded_and_the_next_cell_still_runs(tmp_path):
     """A multirun of two cells under 0.1 GiB: 1024² softmax scores (200 MB) cannot fit."""
-    done = attnbench("-m", "attention=softmax", "resolution=1024,64", "memory_limit_gb=0.1",
-                     f"hydra.sweep.dir={tmp_path}/sweep", *FAST, cwd=tmp_path)
+    done = attnbench(
+        "-m",
+        "attention=softmax",
+        "resolution=1024,64",
+        "memory_limit_gb=0.1",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *FAST,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
-    found = {r["resolution"]: r for r in
-             (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json"))}
+    found = {
+        r["resolution"]: r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json"))
+    }
     assert found[1024]["status"] == "oom"
     assert "can't allocate memory" in found[1024]["error"]
     assert found[1024]["flops"] > 0  # counted without allocating
@@ -106,11 +185,14 @@ def test_oom_cell_is_recorded_and_the_next_cell_still_runs(tmp_path):
 
 
 def test_bad_cell_in_a_multirun_is_an_error_row_not_a_crash(tmp_path):
-    done = attnbench("-m", "resolution=64,100", f"hydra.sweep.dir={tmp_path}/sweep", *FAST,
-                     cwd=tmp_path)
+    done = attnbench(
+        "-m", "resolution=64,100", f"hydra.sweep.dir={tmp_path}/sweep", *FAST, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
-    statuses = {r["resolution"]: (r["status"], r["error"]) for r in
-                (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json"))}
+    statuses = {
+        r["resolution"]: (r["status"], r["error"])
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json"))
+    }
     assert statuses[64][0] == "ok"
     assert statuses[100][0] == "error" and "valid resolutions" in statuses[100][1]
 
@@ -129,9 +211,11 @@ def test_train_cell_in_bfloat16_measures():
 
 def test_timer_plans_the_window_from_the_warm_up_estimate():
     calls = []
-    timer = Timer(lambda: calls.append(1), __import__("torch").device("cpu"),
-                  TimingConfig(warmup_iters=3, warmup_s=0, window_s=1.0, min_iters=5,
-                               max_iters=50))
+    timer = Timer(
+        lambda: calls.append(1),
+        __import__("torch").device("cpu"),
+        TimingConfig(warmup_iters=3, warmup_s=0, window_s=1.0, min_iters=5, max_iters=50),
+    )
     timer.warm_up()
     assert len(calls) == 4  # 3 warm-up steps, one more to estimate
     timer.estimate_s = 0.1

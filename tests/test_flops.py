@@ -27,7 +27,8 @@ def analytic_macs(attention, depth, d, hw, patch=16, mlp_ratio=4, classes=1000, 
 def test_macs_match_the_analytic_count(attention, hw):
     build = lambda: zoo.ViT(attention, depth=2, dim=64, num_heads=4)  # noqa: E731
     assert count_macs(build, 2, 16 * hw[0], 16 * hw[1]) == analytic_macs(
-        attention, 2, 64, hw, batch=2)
+        attention, 2, 64, hw, batch=2
+    )
 
 
 @pytest.mark.parametrize("attention", zoo.available())
