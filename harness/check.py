@@ -23,8 +23,16 @@ import yaml
 
 from .rows import SCHEMA_VERSION
 
-IDENTITY = ["attention", "attention_options", "model", "resolution", "batch_size", "mode",
-            "dtype", "device_class"]
+IDENTITY = [
+    "attention",
+    "attention_options",
+    "model",
+    "resolution",
+    "batch_size",
+    "mode",
+    "dtype",
+    "device_class",
+]
 EXACT = ["status", "params", "macs", "flops"]
 
 
@@ -65,21 +73,29 @@ def load(source: Path, role: str) -> pd.DataFrame:
         raise UnusableInput(f"{role} {source} holds no rows")
     missing = [c for c in IDENTITY[:-1] + ["device", "status"] if c not in rows]
     if missing:
-        raise UnusableInput(f"{role} {source} is not an attnbench result (schema): no "
-                            f"column {', '.join(missing)}")
+        raise UnusableInput(
+            f"{role} {source} is not an attnbench result (schema): no column {', '.join(missing)}"
+        )
     version = rows.get("schema_version", pd.Series([SCHEMA_VERSION])).dropna()
     if not version.empty and int(version.max()) != SCHEMA_VERSION:
-        raise UnusableInput(f"{role} {source} has schema_version {int(version.max())}; this "
-                            f"attnbench reads {SCHEMA_VERSION}: re-measure the baseline")
+        raise UnusableInput(
+            f"{role} {source} has schema_version {int(version.max())}; this "
+            f"attnbench reads {SCHEMA_VERSION}: re-measure the baseline"
+        )
     rows = rows.copy()
+    numeric = ["params", "macs", "flops", "latency_ms_p10", "latency_ms_p90", *METRICS]
+    for column in (c for c in numeric if c in rows):
+        rows[column] = pd.to_numeric(rows[column], errors="coerce")
     rows["device_class"] = rows["device"].astype(str).str.partition(":")[0]
     options = rows["attention_options"].astype(object)
     rows["attention_options"] = options.where(options.notna(), "{}").astype(str)
     rows["spread"] = rows.apply(spread, axis=1)  # from raw times, before any normalising
     duplicated = rows.duplicated(IDENTITY, keep=False)
     if duplicated.any():
-        raise UnusableInput(f"{role} {source} has {int(duplicated.sum())} rows for the same "
-                            "cells; check one sweep at a time")
+        raise UnusableInput(
+            f"{role} {source} has {int(duplicated.sum())} rows for the same "
+            "cells; check one sweep at a time"
+        )
     return rows.set_index(IDENTITY)
 
 
@@ -99,8 +115,10 @@ def normalise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     flat = rows.reset_index()
     ref = flat[(flat["attention"] == reference) & (flat["status"] == "ok")].set_index(others)
     if ref.empty:
-        raise UnusableInput(f"--normalise {reference}: no ok {reference} cell in the run; "
-                            f"mechanisms present: {', '.join(sorted(set(flat['attention'])))}")
+        raise UnusableInput(
+            f"--normalise {reference}: no ok {reference} cell in the run; "
+            f"mechanisms present: {', '.join(sorted(set(flat['attention'])))}"
+        )
     keys = pd.MultiIndex.from_frame(flat[others])
     for metric in METRICS.values():
         if not metric.normalised or metric.column not in rows:
@@ -110,13 +128,18 @@ def normalise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     return out
 
 
-def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: dict[str, float],
-            spread_factor: float = 1.0) -> pd.DataFrame:
+def compare(
+    baseline: pd.DataFrame,
+    current: pd.DataFrame,
+    tolerances: dict[str, float],
+    spread_factor: float = 1.0,
+) -> pd.DataFrame:
     """One line per compared cell and metric, with a verdict."""
     common = baseline.index.intersection(current.index)
     if common.empty:
-        raise UnusableInput("baseline and current have no cell in common (identity: "
-                            + ", ".join(IDENTITY) + ")")
+        raise UnusableInput(
+            "baseline and current have no cell in common (identity: " + ", ".join(IDENTITY) + ")"
+        )
     lines = []
     for key in common:
         b, c = baseline.loc[key], current.loc[key]
@@ -128,13 +151,26 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: dict[str,
             if pd.isna(bv) and pd.isna(cv) or bv == cv:
                 verdict = "ok"
             elif column == "status":
-                verdict = ("regressed" if STATUS_RANK.get(cv, 1) > STATUS_RANK.get(bv, 1)
-                           else "improved" if STATUS_RANK.get(cv, 1) < STATUS_RANK.get(bv, 1)
-                           else "changed")
+                verdict = (
+                    "regressed"
+                    if STATUS_RANK.get(cv, 1) > STATUS_RANK.get(bv, 1)
+                    else "improved"
+                    if STATUS_RANK.get(cv, 1) < STATUS_RANK.get(bv, 1)
+                    else "changed"
+                )
             else:
                 verdict = "changed"
-            lines.append(cell | {"metric": column, "baseline": bv, "current": cv,
-                                 "ratio": None, "allowed": "exact", "verdict": verdict})
+            lines.append(
+                cell
+                | {
+                    "metric": column,
+                    "baseline": bv,
+                    "current": cv,
+                    "ratio": None,
+                    "allowed": "exact",
+                    "verdict": verdict,
+                }
+            )
         if b.get("status") != "ok" or c.get("status") != "ok":
             continue
         noise = b["spread"] + c["spread"]
@@ -143,22 +179,32 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, tolerances: dict[str,
             if bv is None or cv is None or pd.isna(bv) or pd.isna(cv) or bv <= 0:
                 continue
             ratio = cv / bv
-            tol = tolerances.get(name, metric.tolerance) + (spread_factor * noise
-                                                             if metric.noisy else 0.0)
+            tol = tolerances.get(name, metric.tolerance) + (
+                spread_factor * noise if metric.noisy else 0.0
+            )
             worse = ratio < 1 - tol if metric.higher_is_better else ratio > 1 + tol
             better = ratio > 1 + tol if metric.higher_is_better else ratio < 1 - tol
-            lines.append(cell | {
-                "metric": name, "baseline": bv, "current": cv, "ratio": ratio,
-                "allowed": f"{'>=' if metric.higher_is_better else '<='} "
-                f"{1 - tol if metric.higher_is_better else 1 + tol:.3f}",
-                "verdict": "regressed" if worse else "improved" if better else "ok"})
+            lines.append(
+                cell
+                | {
+                    "metric": name,
+                    "baseline": bv,
+                    "current": cv,
+                    "ratio": ratio,
+                    "allowed": f"{'>=' if metric.higher_is_better else '<='} "
+                    f"{1 - tol if metric.higher_is_better else 1 + tol:.3f}",
+                    "verdict": "regressed" if worse else "improved" if better else "ok",
+                }
+            )
     return pd.DataFrame(lines)
 
 
 def cell_name(line: dict[str, Any] | pd.Series) -> str:
     options = "" if line["attention_options"] in ("{}", "") else f" {line['attention_options']}"
-    return (f"{line['attention']}{options} {line['model']} {line['resolution']}px "
-            f"b{line['batch_size']} {line['mode']} {line['dtype']} {line['device_class']}")
+    return (
+        f"{line['attention']}{options} {line['model']} {line['resolution']}px "
+        f"b{line['batch_size']} {line['mode']} {line['dtype']} {line['device_class']}"
+    )
 
 
 def github_benchmark(current: pd.DataFrame, bigger: bool) -> list[dict[str, Any]]:
@@ -172,27 +218,41 @@ def github_benchmark(current: pd.DataFrame, bigger: bool) -> list[dict[str, Any]
             value = row.get(metric.column)
             if metric.higher_is_better != bigger or value is None or pd.isna(value):
                 continue
-            entry = {"name": f"{name} {metric.column}", "unit": metric.unit,
-                     "value": float(value)}
+            entry = {"name": f"{name} {metric.column}", "unit": metric.unit, "value": float(value)}
             if metric.noisy and metric.column == "latency_ms":
-                entry["range"] = (f"p10 {row['latency_ms_p10']:.4g} .. "
-                                  f"p90 {row['latency_ms_p90']:.4g}")
+                entry["range"] = (
+                    f"p10 {row['latency_ms_p10']:.4g} .. p90 {row['latency_ms_p90']:.4g}"
+                )
             entries.append(entry)
     return entries
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="attnbench-check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="attnbench-check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--baseline", type=Path, required=True, help="results.csv or run dir")
     parser.add_argument("--current", type=Path, required=True, help="run dir or results.csv")
-    parser.add_argument("--config", type=Path, help="YAML: tolerance: {metric: fraction}, "
-                        "normalise: REF, spread_factor: k")
-    parser.add_argument("--tolerance", action="append", default=[], metavar="METRIC=FRACTION",
-                        help=f"allowed relative change; metrics: {', '.join(METRICS)}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML: tolerance: {metric: fraction}, normalise: REF, spread_factor: k",
+    )
+    parser.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=FRACTION",
+        help=f"allowed relative change; metrics: {', '.join(METRICS)}",
+    )
     parser.add_argument("--normalise", metavar="REF", help="compare relative to mechanism REF")
-    parser.add_argument("--spread-factor", type=float, help="multiples of the recorded spread "
-                        "added to each tolerance (default 1)")
+    parser.add_argument(
+        "--spread-factor",
+        type=float,
+        help="multiples of the recorded spread added to each tolerance (default 1)",
+    )
     parser.add_argument("--github-bigger", type=Path, help="write customBiggerIsBetter JSON")
     parser.add_argument("--github-smaller", type=Path, help="write customSmallerIsBetter JSON")
     args = parser.parse_args(argv)
@@ -223,8 +283,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             raise UnusableInput(f"config {args.config} is unreadable: {err}") from None
         unknown = set(loaded) - set(settings)
         if unknown:
-            raise UnusableInput(f"config {args.config}: unknown keys {sorted(unknown)}; valid: "
-                                f"{', '.join(settings)}")
+            raise UnusableInput(
+                f"config {args.config}: unknown keys {sorted(unknown)}; valid: "
+                f"{', '.join(settings)}"
+            )
         settings |= {k: v for k, v in loaded.items() if v is not None}
     for item in args.tolerance:
         name, _, value = item.partition("=")
@@ -234,8 +296,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             raise UnusableInput(f"--tolerance {item!r} is not METRIC=FRACTION") from None
     unknown = set(settings["tolerance"]) - set(METRICS)
     if unknown:
-        raise UnusableInput(f"unknown metric {', '.join(sorted(unknown))} in tolerances; "
-                            f"valid: {', '.join(METRICS)}")
+        raise UnusableInput(
+            f"unknown metric {', '.join(sorted(unknown))} in tolerances; "
+            f"valid: {', '.join(METRICS)}"
+        )
     if args.normalise:
         settings["normalise"] = args.normalise
     if args.spread_factor is not None:
@@ -243,14 +307,24 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def report(table: pd.DataFrame, baseline: pd.DataFrame, current: pd.DataFrame,
-           settings: dict[str, Any]) -> int:
+def report(
+    table: pd.DataFrame, baseline: pd.DataFrame, current: pd.DataFrame, settings: dict[str, Any]
+) -> int:
     new = current.index.difference(baseline.index)
     missing = baseline.index.difference(current.index)
     shown = table.assign(cell=table.apply(cell_name, axis=1))[
-        ["cell", "metric", "baseline", "current", "ratio", "allowed", "verdict"]]
-    with pd.option_context("display.max_rows", None, "display.width", 200,
-                           "display.max_colwidth", 60, "display.float_format", "{:.4g}".format):
+        ["cell", "metric", "baseline", "current", "ratio", "allowed", "verdict"]
+    ]
+    with pd.option_context(
+        "display.max_rows",
+        None,
+        "display.width",
+        200,
+        "display.max_colwidth",
+        60,
+        "display.float_format",
+        "{:.4g}".format,
+    ):
         print(shown.to_string(index=False))
     for label, keys in (("new (not in baseline)", new), ("missing (not in current)", missing)):
         for key in keys:
@@ -259,12 +333,19 @@ def report(table: pd.DataFrame, baseline: pd.DataFrame, current: pd.DataFrame,
     mode = f", normalised to {settings['normalise']}" if settings["normalise"] else ""
     cells = shown["cell"].nunique()
     extra = f" ({len(new)} new, {len(missing)} missing)" if len(new) or len(missing) else ""
+    if settings["normalise"]:
+        print(
+            f"(time and energy values above are relative to {settings['normalise']} in the "
+            "same run)"
+        )
     if bad.empty:
         print(f"attnbench-check: OK: {cells} cells compared{mode}, nothing regressed{extra}")
         return 0
     named = "; ".join(f"{r.cell} {r.metric} {_change(r)}" for r in bad.itertuples())
-    print(f"attnbench-check: REGRESSION in {bad['cell'].nunique()} of {cells} cells{mode}: "
-          f"{named}{extra}")
+    print(
+        f"attnbench-check: REGRESSION in {bad['cell'].nunique()} of {cells} cells{mode}: "
+        f"{named}{extra}"
+    )
     return 1
 
 

@@ -70,7 +70,7 @@ def collect(source: Path) -> pd.DataFrame:
     frame = frame[columns]
     for column in ("attention_options",):
         if column in frame:
-            frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True))
+            frame[column] = frame[column].map(lambda v: json.dumps(v or {}, sort_keys=True))
     tmp = source / f".{RESULTS}.tmp"
     frame.to_csv(tmp, index=False)
     tmp.replace(source / RESULTS)

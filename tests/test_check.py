@@ -47,8 +47,12 @@ def test_identical_runs_pass(tmp_path, capsys):
 
 
 def test_one_mechanism_30_percent_slower_fails_and_is_named(tmp_path, capsys):
-    slower = {"throughput_img_s": 1 / 1.3, "latency_ms": 1.3, "latency_ms_p10": 1.3,
-              "latency_ms_p90": 1.3}
+    slower = {
+        "throughput_img_s": 1 / 1.3,
+        "latency_ms": 1.3,
+        "latency_ms_p10": 1.3,
+        "latency_ms_p90": 1.3,
+    }
     code, out = verdict(tmp_path, capsys, run(sdpa=slower))
     assert code == 1
     verdict_line = out.out.strip().splitlines()[-1]
@@ -71,8 +75,13 @@ def test_changed_flops_is_a_regression(tmp_path, capsys):
 
 def test_noise_within_the_recorded_spread_passes(tmp_path, capsys):
     # 12% slower is past the 10% tolerance, but each row recorded a +-5% p10..p90 spread
-    noisy = {"throughput_img_s": 1 / 1.12, "latency_ms": 1.12, "latency_ms_p10": 1.12,
-             "latency_ms_p90": 1.12, "energy_j_per_img": 1.12}
+    noisy = {
+        "throughput_img_s": 1 / 1.12,
+        "latency_ms": 1.12,
+        "latency_ms_p10": 1.12,
+        "latency_ms_p90": 1.12,
+        "energy_j_per_img": 1.12,
+    }
     code, _ = verdict(tmp_path, capsys, run(sdpa=noisy))
     assert code == 0
     code, _ = verdict(tmp_path, capsys, run(sdpa=noisy), "--spread-factor", "0")
@@ -82,19 +91,28 @@ def test_noise_within_the_recorded_spread_passes(tmp_path, capsys):
 def test_uniformly_slower_machine_passes_when_normalised(tmp_path, capsys):
     code, _ = verdict(tmp_path, capsys, run(machine=1.2), "--spread-factor", "0")
     assert code == 1  # without normalising, the slower machine looks like a regression
-    code, out = verdict(tmp_path, capsys, run(machine=1.2), "--normalise", "softmax",
-                        "--spread-factor", "0")
+    code, out = verdict(
+        tmp_path, capsys, run(machine=1.2), "--normalise", "softmax", "--spread-factor", "0"
+    )
     assert code == 0 and "normalised to softmax" in out.out
-    slower = {"throughput_img_s": 1 / 1.3, "latency_ms": 1.3, "latency_ms_p10": 1.3,
-              "latency_ms_p90": 1.3}
+    slower = {
+        "throughput_img_s": 1 / 1.3,
+        "latency_ms": 1.3,
+        "latency_ms_p10": 1.3,
+        "latency_ms_p90": 1.3,
+    }
     code, out = verdict(tmp_path, capsys, run(machine=1.2, sdpa=slower), "--normalise", "softmax")
     assert code == 1 and "sdpa" in out.out.splitlines()[-1]
 
 
 def test_new_and_missing_cells_are_listed(tmp_path, capsys):
     current = run()
-    current = pd.concat([current[current["attention"] != "sdpa"],
-                         pd.DataFrame([row("swin", 64, model="small", device="cpu")])])
+    current = pd.concat(
+        [
+            current[current["attention"] != "sdpa"],
+            pd.DataFrame([row("swin", 64, model="small", device="cpu")]),
+        ]
+    )
     code, out = verdict(tmp_path, capsys, current)
     assert code == 0
     assert "new (not in baseline): swin small 64px" in out.out
@@ -104,16 +122,18 @@ def test_new_and_missing_cells_are_listed(tmp_path, capsys):
 @pytest.mark.parametrize("content", ["", "not,a\n\x00\x01", "attention,status\n"])
 def test_empty_or_corrupt_baseline_is_unusable(tmp_path, capsys, content):
     (tmp_path / "bad.csv").write_text(content)
-    code = check.main(["--baseline", str(tmp_path / "bad.csv"),
-                       "--current", write(tmp_path, "cur", run())])
+    code = check.main(
+        ["--baseline", str(tmp_path / "bad.csv"), "--current", write(tmp_path, "cur", run())]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("attnbench-check: unusable input: baseline") and "Traceback" not in err
 
 
 def test_missing_baseline_and_no_common_cells_are_unusable(tmp_path, capsys):
-    code = check.main(["--baseline", str(tmp_path / "nope.csv"),
-                       "--current", write(tmp_path, "cur", run())])
+    code = check.main(
+        ["--baseline", str(tmp_path / "nope.csv"), "--current", write(tmp_path, "cur", run())]
+    )
     assert code == 2 and "does not exist" in capsys.readouterr().err
     other = run().assign(model="paper_4l")
     code, out = verdict(tmp_path, capsys, other)
@@ -126,13 +146,29 @@ def test_schema_mismatch_is_unusable(tmp_path, capsys):
 
 
 def test_tolerances_from_flags_and_config(tmp_path, capsys):
-    slower = {"throughput_img_s": 1 / 1.3, "latency_ms": 1.3, "latency_ms_p10": 1.3,
-              "latency_ms_p90": 1.3, "energy_j_per_img": 1.3}
-    code, _ = verdict(tmp_path, capsys, run(sdpa=slower), "--tolerance", "throughput_img_s=0.5",
-                      "--tolerance", "latency_ms=0.5", "--tolerance", "energy_j_per_img=0.5")
+    slower = {
+        "throughput_img_s": 1 / 1.3,
+        "latency_ms": 1.3,
+        "latency_ms_p10": 1.3,
+        "latency_ms_p90": 1.3,
+        "energy_j_per_img": 1.3,
+    }
+    code, _ = verdict(
+        tmp_path,
+        capsys,
+        run(sdpa=slower),
+        "--tolerance",
+        "throughput_img_s=0.5",
+        "--tolerance",
+        "latency_ms=0.5",
+        "--tolerance",
+        "energy_j_per_img=0.5",
+    )
     assert code == 0
     config = tmp_path / "check.yaml"
-    config.write_text("tolerance: {throughput_img_s: 0.5, latency_ms: 0.5, energy_j_per_img: 0.5}\n")
+    config.write_text(
+        "tolerance: {throughput_img_s: 0.5, latency_ms: 0.5, energy_j_per_img: 0.5}\n"
+    )
     code, _ = verdict(tmp_path, capsys, run(sdpa=slower), "--config", str(config))
     assert code == 0
     code, out = verdict(tmp_path, capsys, run(), "--tolerance", "speed=0.1")
@@ -141,10 +177,24 @@ def test_tolerances_from_flags_and_config(tmp_path, capsys):
 
 def test_github_action_benchmark_json(tmp_path, capsys):
     bigger, smaller = tmp_path / "bigger.json", tmp_path / "smaller.json"
-    code, _ = verdict(tmp_path, capsys, run(), "--github-bigger", str(bigger),
-                      "--github-smaller", str(smaller))
+    code, _ = verdict(
+        tmp_path, capsys, run(), "--github-bigger", str(bigger), "--github-smaller", str(smaller)
+    )
     assert code == 0
     up, down = json.loads(bigger.read_text()), json.loads(smaller.read_text())
     assert len(up) == 6 and all(e["unit"] == "img/s" and e["value"] > 0 for e in up)
     assert {e["unit"] for e in down} == {"ms", "J/img", "bytes"}
     assert all(set(e) >= {"name", "unit", "value"} for e in up + down)
+
+
+def test_current_as_a_run_dir_with_energy_unmeasured(tmp_path, capsys):
+    from harness.rows import write_row
+
+    for i, values in enumerate(run().to_dict("records")):
+        write_row(tmp_path / "sweep" / str(i), values | {"energy_j_per_img": None})
+    base = write(tmp_path, "base", run().assign(energy_j_per_img=None))
+    code = check.main(
+        ["--baseline", base, "--current", str(tmp_path / "sweep"), "--normalise", "softmax"]
+    )
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "sweep" / "results.csv").is_file()
