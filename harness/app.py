@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import sweep
+from . import gpus, sweep
 from .cell import Cell, CellError, resolve_device, run, static_row, validate
 from .rows import write_row
 from .timing import TimingConfig
@@ -94,7 +95,10 @@ def job(cfg: DictConfig) -> None:
             "error": str(err),
         }
     else:
-        row = measure_or_skip(cell, sweep_dir if multirun else None)
+        try:
+            row = measure_or_skip(cell, sweep_dir if multirun else None, cfg.gpu)
+        except gpus.NoFreeGpu as err:
+            row = static_row(cell) | {"status": "error", "error": str(err)}
         if row is None:
             return
     row["overrides"] = " ".join(hydra_cfg.overrides.task)
@@ -102,7 +106,7 @@ def job(cfg: DictConfig) -> None:
     print(progress + describe(row), flush=True)
 
 
-def measure_or_skip(cell: Cell, sweep_dir: Path | None) -> dict[str, Any] | None:
+def measure_or_skip(cell: Cell, sweep_dir: Path | None, gpu: DictConfig) -> dict[str, Any] | None:
     """In a sweep: None when a previous run measured this cell, `skipped_oom` when the same
     configuration already ran out of memory at fewer tokens; otherwise the measured row."""
     if sweep_dir is not None:
@@ -117,7 +121,15 @@ def measure_or_skip(cell: Cell, sweep_dir: Path | None) -> dict[str, Any] | None
                 "status": "skipped_oom",
                 "error": f"not run: out of memory at {oom['resolution']}px already",
             }
-    return run(cell)
+    if not cell.device.startswith("cuda"):
+        return run(cell)
+    if not gpu.lease:
+        return run(replace(cell, device="cuda:0" if cell.device == "cuda" else cell.device))
+    held = gpus.lease(gpus.candidates(cell.device), Path(gpu.lock_dir), gpu.wait_s)
+    try:
+        return run(replace(cell, device=held.device))
+    finally:
+        held.release()
 
 
 def main() -> None:

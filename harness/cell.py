@@ -95,7 +95,7 @@ class Cell:
 def resolve_device(requested: str) -> str:
     """'auto' -> cuda when present, else cpu; a clear CellError for devices this machine lacks."""
     if requested == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cpu":
         return "cpu"
     if requested == "cuda" or requested.startswith("cuda:"):
@@ -107,7 +107,7 @@ def resolve_device(requested: str) -> str:
             raise CellError(
                 f"device {requested!r} is not usable: {why}; valid choices here: {', '.join(valid)}"
             )
-        return f"cuda:{index}"
+        return requested  # "cuda": any free GPU, leased per job (harness.gpus)
     raise CellError(f"unknown device {requested!r}; valid choices: auto, cpu, cuda, cuda:N")
 
 
@@ -169,7 +169,7 @@ def measure(cell: Cell) -> dict[str, Any]:
     from .memory import MemoryMeter
     from .timing import Timer
 
-    device = torch.device(cell.device)
+    device = torch.device("cuda:0" if cell.device == "cuda" else cell.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = cell.tf32

@@ -123,11 +123,15 @@ class NvmlMeter:
             energy = counter_delta(self._counter0, counter1, NVML_COUNTER_WRAP) / 1e3
         else:
             energy = sampled
-        return _judge(
+        reading = _judge(
             EnergyReading(
                 self.source, energy, sampled if self.has_counter else None, window_s=window
             )
         )
+        if others := other_processes(self.nvml, self.handle):
+            reading.valid = False
+            reading.note = f"process {', '.join(map(str, others))} started on this GPU meanwhile"
+        return reading
 
 
 class RaplMeter:
@@ -243,7 +247,24 @@ def _nvml_meter(device: Any, nvml: Any, interval_s: float):
         current = 0
     if current:
         return Unavailable("MIG is enabled: NVML reports whole-GPU energy, not this instance's")
+    if others := other_processes(nvml, handle):
+        return Unavailable(
+            f"another process (pid {', '.join(map(str, others))}) is using this "
+            "GPU, so its energy would be counted too"
+        )
     return NvmlMeter(nvml, handle, interval_s)
+
+
+def other_processes(nvml: Any, handle: Any) -> list[int]:
+    """PIDs computing on the GPU other than this measuring process and the job that started it."""
+    import os
+
+    ours = {os.getpid(), os.getppid()}
+    try:
+        running = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except nvml.NVMLError:
+        return []  # not readable here (containers often hide it): nothing to refuse on
+    return sorted({p.pid for p in running} - ours)
 
 
 def gpu_uuid(device: Any) -> str:

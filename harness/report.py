@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +74,7 @@ def collect(source: Path) -> pd.DataFrame:
     for column in ("attention_options",):
         if column in frame:
             frame[column] = frame[column].map(lambda v: json.dumps(v or {}, sort_keys=True))
-    tmp = source / f".{RESULTS}.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(source / RESULTS)
+    _atomic_text(source / RESULTS, frame.to_csv(index=False))
     return frame
 
 
@@ -351,7 +352,7 @@ def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
         sections += sections_for(name, rows)
     md = ["# attnbench report", ""]
     body = ["<h1>attnbench report</h1>"]
-    for i, section in enumerate(sections):
+    for section in sections:
         md += [f"## {section.title}", ""]
         body.append(f"<h2>{html.escape(section.title)}</h2>")
         if section.text:
@@ -360,8 +361,9 @@ def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
         if section.figure is not None:
             png = io.BytesIO()
             section.figure.savefig(png, format="png", dpi=90, bbox_inches="tight")
-            name = f"figure_{i:02d}.png"
-            (out_dir / name).write_bytes(png.getvalue())
+            # named by content, so two reports written at once never swap each other's figures
+            name = f"figure_{hashlib.sha256(png.getvalue()).hexdigest()[:16]}.png"
+            _atomic_bytes(out_dir / name, png.getvalue())
             md += [f"![{section.title}]({name})", ""]
             data = base64.b64encode(png.getvalue()).decode()
             body.append(
@@ -387,11 +389,20 @@ def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
     return md_path, html_path
 
 
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never a mix, however many writers there are."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _atomic_text(path: Path, text: str) -> None:
-    """Two reports written at once never leave a half-written file behind."""
-    tmp = path.with_name(f".{path.name}.{id(text)}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    _atomic_bytes(path, text.encode())
 
 
 def report_sweep(sweep_dir: Path, out_dir: Path | None = None) -> Path:

@@ -69,9 +69,10 @@ def sibling_rows(sweep_dir: Path, exclude: Path | None = None) -> list[dict[str,
 
 
 def _key(identity: dict[str, Any], *drop: str) -> str:
-    return json.dumps(
-        {k: v for k, v in identity.items() if k not in drop}, sort_keys=True, default=str
-    )
+    """Identity as a string; the device by class, so a resumed sweep may land on another GPU."""
+    kept = {k: v for k, v in identity.items() if k not in drop}
+    kept["device"] = str(kept.get("device")).partition(":")[0]
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def already_measured(identity: dict[str, Any], rows: list[dict[str, Any]]) -> dict | None:

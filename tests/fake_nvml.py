@@ -51,3 +51,10 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle) -> int:
         return self.power_mw
+
+    running_pids: tuple[int, ...] = ()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(pid=pid, usedGpuMemory=0) for pid in self.running_pids]

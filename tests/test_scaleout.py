@@ -1,0 +1,233 @@
+"""Scale-out: real launchers end to end, one GPU per measured job, nothing lost when a job dies,
+reports written at once."""
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_nvml import FakeNvml
+from fixtures import ladder
+
+from harness import energy, gpus, report
+
+FAST = ["timing.window_s=0.1", "timing.warmup_s=0", "timing.warmup_iters=1", "energy.idle_s=0"]
+GPUS = [(0, "GPU-aaaa"), (1, "GPU-bbbb")]
+
+
+def attnbench(*args, cwd, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
+
+
+def rows_in(sweep: Path) -> dict:
+    return {
+        (r["attention"], r["resolution"]): r
+        for r in (json.loads(p.read_text()) for p in sweep.glob("*/result.json"))
+    }
+
+
+def test_submitit_local_end_to_end(tmp_path):
+    done = attnbench(
+        "attention=softmax,linear_infsa",
+        "resolution=64",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = rows_in(tmp_path / "sweep")
+    assert {k: r["status"] for k, r in found.items()} == {
+        ("softmax", 64): "ok",
+        ("linear_infsa", 64): "ok",
+    }
+    assert (tmp_path / "sweep" / "results.csv").is_file()
+    assert "2 cells: 2 ok" in done.stdout
+    assert (tmp_path / "reports" / "single" / "report.html").is_file() or any(
+        (tmp_path / "reports").glob("*/report.html")
+    )
+
+
+@pytest.mark.parametrize(
+    "preset,expected",
+    [
+        ("slurm", {"gpus_per_node": 1, "tasks_per_node": 1, "max_num_timeout": 0}),
+        ("slurm_energy", {"gpus_per_node": 1, "additional_parameters": {"exclusive": True}}),
+        ("multi_gpu", {"backend": "loky"}),
+    ],
+)
+def test_launcher_presets_compose(tmp_path, preset, expected):
+    done = attnbench(
+        f"hydra/launcher={preset}", "--cfg", "hydra", "--package", "hydra.launcher", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    launcher = yaml.safe_load(done.stdout)
+    assert expected.items() <= launcher.items()
+
+
+def test_leases_hand_out_distinct_gpus_and_wait_for_a_free_one(tmp_path):
+    first = gpus.lease(GPUS, tmp_path, wait_s=0)
+    second = gpus.lease(GPUS, tmp_path, wait_s=0)
+    assert {first.device, second.device} == {"cuda:0", "cuda:1"}
+    with pytest.raises(gpus.NoFreeGpu, match="no free GPU among cuda:0, cuda:1"):
+        gpus.lease(GPUS, tmp_path, wait_s=0.2, poll_s=0.05)
+    first.release()
+    third = gpus.lease(GPUS, tmp_path, wait_s=0)
+    assert third.device == first.device
+    third.release()
+    second.release()
+
+
+def test_an_explicit_gpu_is_only_that_gpu(tmp_path):
+    held = gpus.lease([GPUS[1]], tmp_path, wait_s=0)
+    with pytest.raises(gpus.NoFreeGpu, match="cuda:1"):
+        gpus.lease([GPUS[1]], tmp_path, wait_s=0)
+    assert gpus.lease([GPUS[0]], tmp_path, wait_s=0).device == "cuda:0"
+    held.release()
+
+
+def _hold(lock_dir: str, log: str, seconds: float) -> None:
+    held = gpus.lease(GPUS, Path(lock_dir), wait_s=60, poll_s=0.02)
+    start = time.monotonic()
+    time.sleep(seconds)
+    with open(log, "a") as handle:
+        handle.write(f"{held.key} {start} {time.monotonic()}\n")
+    held.release()
+
+
+def test_parallel_jobs_never_share_a_gpu(tmp_path):
+    log = tmp_path / "log"
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_hold, args=(str(tmp_path / "locks"), str(log), 0.3)) for _ in range(5)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for line in log.read_text().splitlines():
+        key, start, end = line.split()
+        spans.setdefault(key, []).append((float(start), float(end)))
+    assert sum(len(s) for s in spans.values()) == 5 and set(spans) <= {k for _, k in GPUS}
+    for intervals in spans.values():
+        intervals.sort()
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+            assert start >= end, "two jobs held one GPU at once"
+
+
+def test_a_killed_holder_frees_its_gpu(tmp_path):
+    code = (
+        "import sys, time; from pathlib import Path; from harness import gpus; "
+        f"gpus.lease([(0, 'GPU-aaaa')], Path({str(tmp_path)!r}), 0); print('held', flush=True);"
+        " time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(gpus.NoFreeGpu):
+        gpus.lease([(0, "GPU-aaaa")], tmp_path, wait_s=0)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    gpus.lease([(0, "GPU-aaaa")], tmp_path, wait_s=0).release()
+
+
+def test_energy_is_refused_when_another_process_uses_the_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(energy, "gpu_uuid", lambda device: "GPU-fake")
+    nvml = FakeNvml(counters_mj=[0, 0, 5_000])
+    nvml.running_pids = (os.getpid(), 999_999)
+    meter = energy.meter_for(SimpleNamespace(type="cuda"), nvml=nvml)
+    assert meter.source == (
+        "unavailable: another process (pid 999999) is using this GPU, so "
+        "its energy would be counted too"
+    )
+    nvml.running_pids = (os.getpid(),)  # alone: measured
+    assert energy.meter_for(SimpleNamespace(type="cuda"), nvml=nvml).source.startswith("nvml:")
+
+
+def test_a_job_killed_mid_cell_leaves_no_partial_row_and_a_rerun_completes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [
+        "attention=softmax",
+        "resolution=64,96",
+        f"hydra.sweep.dir={sweep}",
+        "timing.window_s=3",
+        "timing.warmup_s=0",
+        "energy.idle_s=0",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(sweep.glob("*/result.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # the second cell is inside its timed window now
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = list(sweep.glob("*/result.json"))
+    assert len(written) == 1
+    assert json.loads(written[0].read_text())["status"] == "ok"  # whole, parseable
+    again = attnbench(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("resumed:") == 1
+    assert {k: r["status"] for k, r in rows_in(sweep).items()} == {
+        ("softmax", 64): "ok",
+        ("softmax", 96): "ok",
+    }
+
+
+def _render(out: str, factor: float) -> None:
+    rows = ladder()
+    report.render(
+        {"run": rows.assign(throughput_img_s=rows["throughput_img_s"] * factor)}, Path(out)
+    )
+
+
+def test_two_reports_written_at_once_do_not_clobber_each_other(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_render, args=(str(tmp_path), f)) for f in (1.0, 2.0, 3.0)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    md = (tmp_path / "report.md").read_text()
+    images = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert images and all((tmp_path / name).stat().st_size > 1000 for name in images)
+    html = (tmp_path / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and html.endswith("</body></html>")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_thousand_cells_aggregate(tmp_path):
+    from fixtures import row
+
+    from harness.rows import write_row
+
+    for i in range(1000):
+        write_row(tmp_path / f"job{i}", row("softmax", 16 * (i + 1)))
+    start = time.monotonic()
+    frame = report.collect(tmp_path)
+    elapsed = time.monotonic() - start
+    assert len(frame) == 1000 and (tmp_path / "results.csv").is_file()
+    print(f"collected 1000 rows in {elapsed:.2f} s")
