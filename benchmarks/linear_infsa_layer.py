@@ -14,24 +14,17 @@ import argparse
 import multiprocessing as mp
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 import attention_zoo as zoo
 
-
-def official_infsa_attention(q: Tensor, k: Tensor, v: Tensor, rho: float) -> Tensor:
-    d = q.shape[-1]
-    q, k = q / d**0.5, k / d**0.5
-    energy = torch.relu(q.norm(dim=-1))
-    weights = energy / (energy.sum(-1, keepdim=True) + 1e-6)
-    q_bar = (weights.unsqueeze(-1) * q).sum(-2, keepdim=True)
-    scores = torch.relu((q_bar * k).sum(-1))
-    scores = scores / (scores.sum(-1, keepdim=True) + 1e-6)
-    pooled = rho * (scores.unsqueeze(-1) * v).sum(-2, keepdim=True)
-    return pooled.expand_as(v).contiguous()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference import official_linear_infsa as official_infsa_attention  # noqa: E402
 
 
 class OfficialLinearInfSA(nn.Module):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pandas as pd
 
 from harness.rows import COLUMNS
@@ -103,3 +106,15 @@ def ladder(energy: bool = True) -> pd.DataFrame:
             )
     rows.append(row("nystrom", 224, "infer", status="error", error="RuntimeError: boom"))
     return pd.DataFrame(rows)
+
+
+def attnbench(*args, cwd, **kw) -> subprocess.CompletedProcess:
+    """The attnbench CLI in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )

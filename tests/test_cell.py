@@ -1,12 +1,12 @@
 """Measuring one cell: the CLI, its bad-input messages, isolation of OOM and failures."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from fixtures import attnbench
 
 import attention_zoo as zoo
 from harness import rows
@@ -56,16 +56,6 @@ REQUIRED = [
     "git_sha",
     "timestamp",
 ]
-
-
-def attnbench(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def small_cell(**kw):

@@ -13,23 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_nvml import FakeNvml
-from fixtures import ladder
+from fixtures import attnbench, ladder
 
 from harness import energy, gpus, report
 
 FAST = ["timing.window_s=0.1", "timing.warmup_s=0", "timing.warmup_iters=1", "energy.idle_s=0"]
 GPUS = [(0, "GPU-aaaa"), (1, "GPU-bbbb")]
-
-
-def attnbench(*args, cwd, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
 
 
 def rows_in(sweep: Path) -> dict:
