@@ -71,9 +71,10 @@ def collect(source: Path) -> pd.DataFrame:
     frame = pd.DataFrame(found)
     columns = [c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]
     frame = frame[columns]
-    for column in ("attention_options",):
-        if column in frame:
-            frame[column] = frame[column].map(lambda v: json.dumps(v or {}, sort_keys=True))
+    if "attention_options" in frame:  # a dict in JSON, one string cell in the CSV
+        frame["attention_options"] = frame["attention_options"].map(
+            lambda v: json.dumps(v or {}, sort_keys=True)
+        )
     _atomic_text(source / RESULTS, frame.to_csv(index=False))
     return frame
 
