@@ -25,11 +25,21 @@ def tier(name: str) -> str:
         return "unknown"
 
 
-def per_image_energy(rows: pd.DataFrame) -> pd.Series:
-    """J/img where a counter measured it validly; NaN (never 0) elsewhere."""
-    energy = pd.to_numeric(rows.get("energy_j_per_img"), errors="coerce")
+def trusted(rows: pd.DataFrame, column: str) -> pd.Series:
+    """An energy-derived column where a counter measured it validly; NaN (never 0) elsewhere."""
+    values = pd.to_numeric(rows.get(column), errors="coerce")
     valid = rows.get("energy_valid", pd.Series(True, index=rows.index)).fillna(False).astype(bool)
-    return energy.where(valid)
+    return values.where(valid)
+
+
+def per_image_energy(rows: pd.DataFrame) -> pd.Series:
+    return trusted(rows, "energy_j_per_img")
+
+
+def in_registry_order(names) -> list[str]:
+    """The mechanisms present, in the registry's order (baselines first)."""
+    present = set(names)
+    return [n for n in zoo.available() if n in present]
 
 
 def no_energy(ax, rows: pd.DataFrame) -> None:
@@ -97,7 +107,7 @@ def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
     """Speed-up over softmax and over sdpa, throughput, energy per image: inference bars."""
     cells = _ok(rows[(rows["resolution"] == resolution) & (rows["mode"] == "infer")])
     cells = cells.set_index("attention")
-    order = [n for n in zoo.available() if n in cells.index]
+    order = in_registry_order(cells.index)
     thr = cells["throughput_img_s"].reindex(order)
     energy = per_image_energy(cells).reindex(order)
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.5), sharey=False)
@@ -143,7 +153,7 @@ def _by_resolution(rows: pd.DataFrame, value: str, ylabel: str, title: str) -> F
             ax.text(0.5, 0.5, "no cell completed", ha="center", transform=ax.transAxes)
             continue
         oom_label = "OOM"
-        for name in [n for n in zoo.available() if n in set(subset["attention"])]:
+        for name in in_registry_order(subset["attention"]):
             mine = subset[subset["attention"] == name].sort_values("resolution")
             ok = mine[mine["status"] == "ok"]
             colour = palette[name]
@@ -210,7 +220,7 @@ def depth(rows: pd.DataFrame, resolution: int) -> Figure | None:
     cells["model"] = cells["model"] + " (" + cells["depth"].astype(str) + "L)"
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
     fig.suptitle(f"Depth comparison, inference at {resolution}²")
-    order = [n for n in zoo.available() if n in set(cells["attention"])]
+    order = in_registry_order(cells["attention"])
     sns.barplot(cells, x="attention", y="throughput_img_s", hue="model", order=order, ax=axes[0])
     axes[0].set_ylabel("img/s")
     if cells["energy"].isna().all():
@@ -228,10 +238,10 @@ def power_and_tflops(rows: pd.DataFrame, resolution: int) -> Figure:
     """Average power (energy = power x time made visible) and achieved TFLOP/s."""
     cells = _ok(rows[(rows["resolution"] == resolution)]).copy()
     cells["tflops"] = achieved_tflops(cells)
-    order = [n for n in zoo.available() if n in set(cells["attention"])]
+    order = in_registry_order(cells["attention"])
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
     fig.suptitle(f"Power and arithmetic rate at {resolution}²")
-    power = pd.to_numeric(cells.get("avg_power_w"), errors="coerce")
+    power = trusted(cells, "avg_power_w")
     if power.isna().all():
         no_energy(axes[0], rows)
     else:
@@ -241,6 +251,7 @@ def power_and_tflops(rows: pd.DataFrame, resolution: int) -> Figure:
         idle = pd.to_numeric(cells.get("idle_power_w"), errors="coerce").median()
         if pd.notna(idle):
             axes[0].axhline(idle, color="black", ls="--", lw=1, label="idle")
+            axes[0].legend()
         axes[0].set_ylabel("average power (W)")
     sns.barplot(cells, x="attention", y="tflops", hue="mode", order=order, ax=axes[1])
     axes[1].set_ylabel("achieved TFLOP/s (train: 3x forward)")

@@ -135,7 +135,11 @@ def claims(rows: pd.DataFrame) -> pd.DataFrame:
     infer = paper[(paper["mode"] == "infer") & (paper["status"] == "ok")]
     at_1024 = (
         infer[infer["resolution"] == 1024]
-        .assign(ms_per_img=lambda d: d["latency_ms"] / d["batch_size"])
+        .assign(
+            ms_per_img=lambda d: d["latency_ms"] / d["batch_size"],
+            energy_j_per_img=lambda d: figures.trusted(d, "energy_j_per_img"),
+            avg_power_w=lambda d: figures.trusted(d, "avg_power_w"),
+        )
         .set_index("attention")
     )
     out = []

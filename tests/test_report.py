@@ -7,6 +7,7 @@ import sys
 import time
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from fixtures import ladder, row
 
@@ -183,3 +184,12 @@ def test_report_cli_from_csv(tmp_path):
 
 def test_row_fixture_matches_schema():
     assert set(row()) >= {"attention", "status", "energy_source"}
+
+
+def test_energy_flagged_invalid_is_not_shown_as_a_number():
+    rows = ladder().assign(energy_valid=False)  # counted, but over too short a window
+    texts = [t.get_text() for ax in figures.power_and_tflops(rows, 1024).axes for t in ax.texts]
+    assert any(t.startswith("energy not measured on") for t in texts)
+    claims = report.claims(rows).set_index("claim (A100 40 GB)")
+    assert pd.isna(claims.loc["energy, Linear InfViT (J/img)", "measured"])
+    assert pd.isna(claims.loc["power = energy x throughput, Standard ViT (W)", "measured"])
