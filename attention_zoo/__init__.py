@@ -1,9 +1,17 @@
-"""Attention mechanisms for Vision Transformers behind one registry, and the ViT they plug into."""
-# ruff: noqa: I001  (import order is registration order: the paper's set, baselines first)
+"""Attention mechanisms for Vision Transformers behind one registry, and the ViT they plug into.
 
-from . import softmax, sdpa, infsa, linear_infsa, linear, performer, linformer, nystrom, swin  # noqa: F401
+Every module in this package is imported here, so a mechanism is one file with a `@register`
+class: nothing else lists it.
+"""
+
+import importlib
+import pkgutil
+
 from .base import Attention
 from .registry import Info, available, create, info, register
 from .vit import PRESETS, ViT
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["PRESETS", "Attention", "Info", "ViT", "available", "create", "info", "register"]

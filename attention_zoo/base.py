@@ -53,9 +53,12 @@ def token_sum(a: Tensor, b: Tensor) -> Tensor:
     acc = torch.promote_types(accum_dtype(a), accum_dtype(b))
     if a.dtype not in _HALF and b.dtype not in _HALF:
         return a.to(acc).transpose(-2, -1) @ b.to(acc)
-    total = None
-    for start in range(0, a.shape[-2], _CHUNK_TOKENS):
+
+    def part(start: int) -> Tensor:
         stop = start + _CHUNK_TOKENS
-        part = a[..., start:stop, :].to(acc).transpose(-2, -1) @ b[..., start:stop, :].to(acc)
-        total = part if total is None else total.add_(part)
+        return a[..., start:stop, :].to(acc).transpose(-2, -1) @ b[..., start:stop, :].to(acc)
+
+    total = part(0)
+    for start in range(_CHUNK_TOKENS, a.shape[-2], _CHUNK_TOKENS):
+        total.add_(part(start))
     return total

@@ -34,6 +34,8 @@ def orthogonal_features(num_features: int, head_dim: int, seed: int) -> Tensor:
     arxiv="2009.14794",
 )
 class Performer(Attention):
+    features: Tensor  # (num_features, head_dim) buffer
+
     def __init__(
         self, dim: int, num_heads: int, num_features: int | None = None, seed: int = 0
     ) -> None:

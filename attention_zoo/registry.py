@@ -37,15 +37,27 @@ def register(name: str, *, tier: str, paper: str, arxiv: str, exact_softmax: boo
             if key not in _FIXED_ARGS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         }
         _REGISTRY[name] = (cls, Info(name, tier, paper, arxiv, exact_softmax, options))
-        cls.name = name
+        setattr(cls, "name", name)  # noqa: B010  (nn.Module subclasses declare no `name`)
         return cls
 
     return wrap
 
 
+# Order of the tiers in listings and figures: the quadratic baselines first.
+_TIER_ORDER = {"O(N^2)": 0, "O(N*w^2)": 1, "O(N log N)": 2, "O(N)": 3}
+
+
 def available() -> list[str]:
-    """Registered mechanism names, in registration order."""
-    return list(_REGISTRY)
+    """Registered mechanism names: exact softmax first, then by complexity tier, then by name.
+
+    The order comes from each mechanism's metadata, so a new file needs no place in a list.
+    """
+
+    def key(name: str) -> tuple[bool, int, str]:
+        meta = _REGISTRY[name][1]
+        return (not meta.exact_softmax, _TIER_ORDER.get(meta.tier, len(_TIER_ORDER)), name)
+
+    return sorted(_REGISTRY, key=key)
 
 
 def _lookup(name: str) -> tuple[type[nn.Module], Info]:
@@ -71,6 +83,8 @@ def create(
     if unknown:
         valid = ", ".join(meta.options) or "none"
         raise ValueError(f"attention {name!r} has no option {', '.join(unknown)}; valid: {valid}")
+    for key, value in options.items():
+        check_option(name, key, value, meta.options[key])
     check_heads(dim, num_heads)
     if "layer_index" in inspect.signature(cls.__init__).parameters:
         options["layer_index"] = layer_index
@@ -82,4 +96,26 @@ def check_heads(dim: int, num_heads: int) -> None:
         divisors = [h for h in range(1, dim + 1) if dim % h == 0]
         raise ValueError(
             f"num_heads={num_heads} does not divide dim={dim}; valid head counts: {divisors}"
+        )
+
+
+def check_option(name: str, key: str, value: object, default: object) -> None:
+    """A value of the kind the constructor's default has (None defaults accept anything)."""
+    if default is None:
+        return
+    kinds: tuple[type, ...]
+    if isinstance(default, bool):
+        kinds = (bool,)
+    elif isinstance(default, int):
+        kinds = (int,)
+    elif isinstance(default, float):
+        kinds = (int, float)
+    elif isinstance(default, (list, tuple)):
+        kinds = (list, tuple)
+    else:
+        kinds = (type(default),)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise ValueError(
+            f"attention {name!r} option {key}={value!r} must be {expected} (default {default!r})"
         )

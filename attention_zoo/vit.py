@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -91,7 +93,8 @@ class ViT(nn.Module):
         """A model from PRESETS; `options` go to the ViT (patch_size, ...) or the attention."""
         if preset not in PRESETS:
             raise ValueError(f"unknown model {preset!r}; valid choices: {', '.join(PRESETS)}")
-        return cls(attention, **PRESETS[preset], **options)
+        kwargs: dict[str, Any] = {**PRESETS[preset], **options}
+        return cls(attention, **kwargs)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Token grid of an image, or a ValueError naming the resolutions that work."""
@@ -105,7 +108,7 @@ class ViT(nn.Module):
 
     def position_embedding(self, hw: tuple[int, int], dtype: torch.dtype) -> Tensor:
         """(1, N, dim), resampled bicubically from the 14x14 base grid like timm's dynamic size."""
-        pos = self.pos_embed
+        pos: Tensor = self.pos_embed
         if hw != (BASE_GRID, BASE_GRID):
             pos = F.interpolate(pos.float(), size=hw, mode="bicubic", align_corners=False)
         return pos.flatten(2).transpose(1, 2).to(dtype)

@@ -1,24 +1,21 @@
 """How long attnbench-report takes on a large sweep: a synthetic sweep directory of N job dirs
 (nine mechanisms x resolutions x modes x batches x dtypes), then results.csv and the report.
 
-    python benchmarks/aggregate.py [--cells 1000]
+    python -m benchmarks.aggregate [--cells 1000]     (from the repository root)
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import attention_zoo as zoo
 from harness import report
-from harness.rows import write_row
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from fixtures import row  # noqa: E402
+from harness.rows import write_results, write_row
+from tests.fixtures import row
 
 
 def synthetic_sweep(root: Path, cells: int) -> None:
@@ -54,7 +51,7 @@ def main() -> None:
         sweep = Path(tmp, "sweep")
         synthetic_sweep(sweep, args.cells)
         start = time.perf_counter()
-        rows = report.collect(sweep)
+        _, rows = write_results(sweep)
         collected = time.perf_counter() - start
         report.render({"sweep": rows}, Path(tmp, "report"))
         total = time.perf_counter() - start

@@ -4,8 +4,8 @@ The official module (giorgioroffo/infinite-self-attention, as PAPER.md describes
 out here as the comparison point: separate q/k/v projections, q and k scaled as full tensors,
 rho read with `.item()`, and the rank-1 output materialised with `expand_as` + `contiguous`.
 
-    python benchmarks/linear_infsa_layer.py [--tokens 4096 65536] [--repeats 15]
-    python benchmarks/linear_infsa_layer.py --vit 9216   # small ViT forward, time + peak RSS
+    python -m benchmarks.linear_infsa_layer [--tokens 4096 65536] [--repeats 15]
+    python -m benchmarks.linear_infsa_layer --vit 9216   # small ViT forward, time + peak RSS
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ import argparse
 import multiprocessing as mp
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 import attention_zoo as zoo
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reference import official_linear_infsa as official_infsa_attention  # noqa: E402
+from tests.reference import official_linear_infsa as official_infsa_attention
 
 
 class OfficialLinearInfSA(nn.Module):

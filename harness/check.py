@@ -21,18 +21,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from . import rows as schema
 from .rows import SCHEMA_VERSION
 
-IDENTITY = [
-    "attention",
-    "attention_options",
-    "model",
-    "resolution",
-    "batch_size",
-    "mode",
-    "dtype",
-    "device_class",
-]
 EXACT = ["status", "params", "macs", "flops"]
 
 
@@ -61,17 +52,15 @@ class UnusableInput(Exception):
 
 def load(source: Path, role: str) -> pd.DataFrame:
     """Rows from a results.csv or a sweep directory (its job dirs or its results.csv)."""
-    from .report import collect
-
     if not source.exists():
         raise UnusableInput(f"{role} {source} does not exist")
     try:
-        rows = collect(source)
+        rows = schema.collect(source)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise UnusableInput(f"{role} {source} is unreadable: {err}") from None
     if rows.empty:
         raise UnusableInput(f"{role} {source} holds no rows")
-    missing = [c for c in IDENTITY[:-1] + ["device", "status"] if c not in rows]
+    missing = [c for c in ("attention", "model", "resolution", "device", "status") if c not in rows]
     if missing:
         raise UnusableInput(
             f"{role} {source} is not an attnbench result (schema): no column {', '.join(missing)}"
@@ -86,17 +75,19 @@ def load(source: Path, role: str) -> pd.DataFrame:
     numeric = ["params", "macs", "flops", "latency_ms_p10", "latency_ms_p90", *METRICS]
     for column in (c for c in numeric if c in rows):
         rows[column] = pd.to_numeric(rows[column], errors="coerce")
-    rows["device_class"] = rows["device"].astype(str).str.partition(":")[0]
-    options = rows["attention_options"].astype(object)
-    rows["attention_options"] = options.where(options.notna(), "{}").astype(str)
+    rows["device_class"] = rows["device"].map(schema.device_class)
+    rows["attention_options"] = rows.get("attention_options", pd.Series(dtype=object)).map(
+        lambda v: schema.canonical("attention_options", v)
+    )
+    rows["cell"] = rows.apply(schema.identity, axis=1)
     rows["spread"] = rows.apply(spread, axis=1)  # from raw times, before any normalising
-    duplicated = rows.duplicated(IDENTITY, keep=False)
+    duplicated = rows.duplicated("cell", keep=False)
     if duplicated.any():
         raise UnusableInput(
             f"{role} {source} has {int(duplicated.sum())} rows for the same "
             "cells; check one sweep at a time"
         )
-    return rows.set_index(IDENTITY)
+    return rows.set_index("cell")
 
 
 def spread(row: pd.Series) -> float:
@@ -111,15 +102,16 @@ def spread(row: pd.Series) -> float:
 def normalise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Time and energy of each cell divided by the reference mechanism's same configuration."""
     out = rows.copy()
-    others = [k for k in IDENTITY if k not in ("attention", "attention_options")]
-    flat = rows.reset_index()
-    ref = flat[(flat["attention"] == reference) & (flat["status"] == "ok")].set_index(others)
+    others = [c for c in schema.IDENTITY if c not in ("attention", "attention_options")]
+    config = rows.apply(lambda r: schema.identity(r, others), axis=1)
+    is_ref = (rows["attention"] == reference) & (rows["status"] == "ok")
+    ref = rows[is_ref].set_index(config[is_ref])
     if ref.empty:
         raise UnusableInput(
             f"--normalise {reference}: no ok {reference} cell in the run; "
-            f"mechanisms present: {', '.join(sorted(set(flat['attention'])))}"
+            f"mechanisms present: {', '.join(sorted(set(rows['attention'])))}"
         )
-    keys = pd.MultiIndex.from_frame(flat[others])
+    keys = config.to_numpy()
     for metric in METRICS.values():
         if not metric.normalised or metric.column not in rows:
             continue
@@ -138,12 +130,14 @@ def compare(
     common = baseline.index.intersection(current.index)
     if common.empty:
         raise UnusableInput(
-            "baseline and current have no cell in common (identity: " + ", ".join(IDENTITY) + ")"
+            "baseline and current have no cell in common (identity: "
+            + ", ".join(schema.IDENTITY)
+            + ")"
         )
     lines = []
     for key in common:
         b, c = baseline.loc[key], current.loc[key]
-        cell = dict(zip(IDENTITY, key, strict=True))
+        cell = {"cell": cell_name(c)}
         for column in EXACT:
             if column not in b or column not in c:
                 continue
@@ -200,6 +194,7 @@ def compare(
 
 
 def cell_name(line: dict[str, Any] | pd.Series) -> str:
+    """A row's cell in words (its options only when it has some)."""
     options = "" if line["attention_options"] in ("{}", "") else f" {line['attention_options']}"
     return (
         f"{line['attention']}{options} {line['model']} {line['resolution']}px "
@@ -210,10 +205,10 @@ def cell_name(line: dict[str, Any] | pd.Series) -> str:
 def github_benchmark(current: pd.DataFrame, bigger: bool) -> list[dict[str, Any]]:
     """github-action-benchmark `customBiggerIsBetter` / `customSmallerIsBetter` entries."""
     entries = []
-    for key, row in current.iterrows():
+    for _, row in current.iterrows():
         if row.get("status") != "ok":
             continue
-        name = cell_name(dict(zip(IDENTITY, key, strict=True)))
+        name = cell_name(row)
         for metric in METRICS.values():
             value = row.get(metric.column)
             if metric.higher_is_better != bigger or value is None or pd.isna(value):
@@ -312,9 +307,7 @@ def report(
 ) -> int:
     new = current.index.difference(baseline.index)
     missing = baseline.index.difference(current.index)
-    shown = table.assign(cell=table.apply(cell_name, axis=1))[
-        ["cell", "metric", "baseline", "current", "ratio", "allowed", "verdict"]
-    ]
+    shown = table[["cell", "metric", "baseline", "current", "ratio", "allowed", "verdict"]]
     with pd.option_context(
         "display.max_rows",
         None,
@@ -326,9 +319,12 @@ def report(
         "{:.4g}".format,
     ):
         print(shown.to_string(index=False))
-    for label, keys in (("new (not in baseline)", new), ("missing (not in current)", missing)):
+    for label, keys, side in (
+        ("new (not in baseline)", new, current),
+        ("missing (not in current)", missing, baseline),
+    ):
         for key in keys:
-            print(f"{label}: {cell_name(dict(zip(IDENTITY, key, strict=True)))}")
+            print(f"{label}: {cell_name(side.loc[key])}")
     bad = shown[shown["verdict"].isin(["regressed", "changed"])]
     mode = f", normalised to {settings['normalise']}" if settings["normalise"] else ""
     cells = shown["cell"].nunique()

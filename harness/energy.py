@@ -12,7 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from . import nvml as nv
+from .meter import Meter
 
 NVML_COUNTER_WRAP = 2**64  # nvmlDeviceGetTotalEnergyConsumption is an unsigned 64-bit mJ count
 MIN_WINDOW_S = 1.0  # NVML's energy counter and power readings refresh every ~20-100 ms
@@ -119,10 +122,9 @@ class NvmlMeter:
         )
         window = time.perf_counter() - self._t0
         sampled = self.sampler.stop()
-        if self.has_counter:
+        energy: float | None = sampled
+        if self._counter0 is not None and counter1 is not None:
             energy = counter_delta(self._counter0, counter1, NVML_COUNTER_WRAP) / 1e3
-        else:
-            energy = sampled
         reading = _judge(
             EnergyReading(
                 self.source, energy, sampled if self.has_counter else None, window_s=window
@@ -209,12 +211,16 @@ def rapl_zones(root: Path = Path("/sys/class/powercap")) -> tuple[list[Path], li
     return packages, drams
 
 
+class EnergyMeter(Meter[EnergyReading], Protocol):
+    def idle_power_w(self, seconds: float) -> float | None: ...
+
+
 def meter_for(
     device: Any,
     nvml: Any = None,
     interval_s: float = 0.01,
     rapl_root: Path = Path("/sys/class/powercap"),
-):
+) -> EnergyMeter:
     """The best meter for a torch device. `nvml` is pynvml unless a test passes a fake."""
     if device.type == "cuda":
         return _nvml_meter(device, nvml, interval_s)
@@ -226,33 +232,22 @@ def meter_for(
     return Unavailable(f"no energy source for device type {device.type}")
 
 
-def _nvml_meter(device: Any, nvml: Any, interval_s: float):
-    if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
-            return Unavailable("pynvml (nvidia-ml-py) is not installed")
+def _nvml_meter(device: Any, nvml: Any, interval_s: float) -> EnergyMeter:
     try:
-        nvml.nvmlInit()
-    except Exception as err:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        return Unavailable(f"NVML could not start: {err}")
-    uuid = gpu_uuid(device)
-    try:
-        handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
-    except nvml.NVMLError as err:
-        return Unavailable(f"NVML has no device with UUID {uuid}: {err}")
-    try:
-        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
-    except nvml.NVMLError:
-        current = 0
-    if current:
+        lib = nv.load(nvml)
+        uuid = gpu_uuid(device)
+        handle = nv.handle(lib, uuid)
+    except nv.Unavailable as err:
+        return Unavailable(str(err))
+    mig = nv.read(lambda: lib.nvmlDeviceGetMigMode(handle)[0])
+    if mig is True or mig == 1:
         return Unavailable("MIG is enabled: NVML reports whole-GPU energy, not this instance's")
-    if others := other_processes(nvml, handle):
+    if others := other_processes(lib, handle):
         return Unavailable(
             f"another process (pid {', '.join(map(str, others))}) is using this "
             "GPU, so its energy would be counted too"
         )
-    return NvmlMeter(nvml, handle, interval_s)
+    return NvmlMeter(lib, handle, interval_s)
 
 
 def other_processes(nvml: Any, handle: Any) -> list[int]:
@@ -260,9 +255,8 @@ def other_processes(nvml: Any, handle: Any) -> list[int]:
     import os
 
     ours = {os.getpid(), os.getppid()}
-    try:
-        running = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-    except nvml.NVMLError:
+    running = nv.read(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    if isinstance(running, str):
         return []  # not readable here (containers often hide it): nothing to refuse on
     return sorted({p.pid for p in running} - ours)
 

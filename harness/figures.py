@@ -4,15 +4,17 @@ support it. Energy panels never show a zero for energy that was not measured."""
 
 from __future__ import annotations
 
-import matplotlib
+from collections.abc import Iterable
+from typing import Any
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-import attention_zoo as zoo  # noqa: E402
+import attention_zoo as zoo
+
+from .analysis import numeric, trusted
 
 TIER_COLOURS = {"O(N^2)": "#4c72b0", "O(N)": "#55a868", "O(N*w^2)": "#dd8452"}
 STAR = "linear_infsa"
@@ -25,24 +27,23 @@ def tier(name: str) -> str:
         return "unknown"
 
 
-def trusted(rows: pd.DataFrame, column: str) -> pd.Series:
-    """An energy-derived column where a counter measured it validly; NaN (never 0) elsewhere."""
-    values = pd.to_numeric(rows.get(column), errors="coerce")
-    valid = rows.get("energy_valid", pd.Series(True, index=rows.index)).fillna(False).astype(bool)
-    return values.where(valid)
-
-
 def per_image_energy(rows: pd.DataFrame) -> pd.Series:
     return trusted(rows, "energy_j_per_img")
 
 
-def in_registry_order(names) -> list[str]:
+def in_registry_order(names: Iterable[str]) -> list[str]:
     """The mechanisms present, in the registry's order (baselines first)."""
     present = set(names)
     return [n for n in zoo.available() if n in present]
 
 
-def no_energy(ax, rows: pd.DataFrame) -> None:
+def _figure(ncols: int, width: float, height: float = 4.5) -> tuple[Figure, Any]:
+    """A Figure of its own (no pyplot state, no backend needed) with one row of axes."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def no_energy(ax: Any, rows: pd.DataFrame) -> None:
     device = ", ".join(sorted(set(rows["device_name"].dropna().astype(str)))) or "this device"
     ax.text(
         0.5,
@@ -65,7 +66,7 @@ def tiers(rows: pd.DataFrame, resolution: int) -> Figure:
     """Throughput against J/img, colour = complexity tier, Linear-InfSA a red star."""
     cells = _ok(rows[(rows["resolution"] == resolution) & (rows["mode"] == "infer")]).copy()
     cells["energy"] = per_image_energy(cells)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, (ax,) = _figure(1, 7, 5)
     ax.set_title(f"Complexity tiers at {resolution}², inference (top-left is best)")
     if cells["energy"].isna().all():
         no_energy(ax, rows)
@@ -89,11 +90,9 @@ def tiers(rows: pd.DataFrame, resolution: int) -> Figure:
             xytext=(6, 4),
             fontsize=8,
         )
-    handles = [
-        plt.Line2D([], [], marker="o", ls="", color=c, label=t) for t, c in TIER_COLOURS.items()
-    ]
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=t) for t, c in TIER_COLOURS.items()]
     handles.append(
-        plt.Line2D([], [], marker="*", ls="", color="red", markersize=12, label="Linear-InfSA")
+        Line2D([], [], marker="*", ls="", color="red", markersize=12, label="Linear-InfSA")
     )
     ax.legend(handles=handles, title="complexity tier")
     ax.set_xlabel("energy per image (J)")
@@ -110,7 +109,7 @@ def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
     order = in_registry_order(cells.index)
     thr = cells["throughput_img_s"].reindex(order)
     energy = per_image_energy(cells).reindex(order)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5), sharey=False)
+    fig, axes = _figure(4, 18)
     fig.suptitle(f"Efficiency dashboard, inference at {resolution}²")
     for ax, baseline in zip(axes[:2], ("softmax", "sdpa"), strict=True):
         ax.set_title(f"speed-up over {baseline}")
@@ -141,12 +140,12 @@ def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
 
 def _by_resolution(rows: pd.DataFrame, value: str, ylabel: str, title: str) -> Figure:
     modes = [m for m in ("infer", "train") if m in set(rows["mode"])]
-    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 5), squeeze=False)
+    fig, row = _figure(len(modes), 7 * len(modes), 5)
     fig.suptitle(title)
     palette = dict(
         zip(zoo.available(), sns.color_palette("tab10", len(zoo.available())), strict=True)
     )
-    for ax, mode in zip(axes[0], modes, strict=True):
+    for ax, mode in zip(row, modes, strict=True):
         subset = rows[rows["mode"] == mode]
         ax.set_title({"infer": "inference", "train": "training step"}[mode])
         if not (subset["status"] == "ok").any():
@@ -218,7 +217,7 @@ def depth(rows: pd.DataFrame, resolution: int) -> Figure | None:
         return None
     cells["energy"] = per_image_energy(cells)
     cells["model"] = cells["model"] + " (" + cells["depth"].astype(str) + "L)"
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
+    fig, axes = _figure(2, 14)
     fig.suptitle(f"Depth comparison, inference at {resolution}²")
     order = in_registry_order(cells["attention"])
     sns.barplot(cells, x="attention", y="throughput_img_s", hue="model", order=order, ax=axes[0])
@@ -239,7 +238,7 @@ def power_and_tflops(rows: pd.DataFrame, resolution: int) -> Figure:
     cells = _ok(rows[(rows["resolution"] == resolution)]).copy()
     cells["tflops"] = achieved_tflops(cells)
     order = in_registry_order(cells["attention"])
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
+    fig, axes = _figure(2, 14)
     fig.suptitle(f"Power and arithmetic rate at {resolution}²")
     power = trusted(cells, "avg_power_w")
     if power.isna().all():
@@ -248,7 +247,7 @@ def power_and_tflops(rows: pd.DataFrame, resolution: int) -> Figure:
         sns.barplot(
             cells.assign(power=power), x="attention", y="power", hue="mode", order=order, ax=axes[0]
         )
-        idle = pd.to_numeric(cells.get("idle_power_w"), errors="coerce").median()
+        idle = numeric(cells, "idle_power_w").median()
         if pd.notna(idle):
             axes[0].axhline(idle, color="black", ls="--", lw=1, label="idle")
             axes[0].legend()

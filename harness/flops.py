@@ -72,3 +72,10 @@ def count_macs(build: Callable[[], nn.Module], batch: int, height: int, width: i
 
 def macs_per_image(build: Callable[[], nn.Module], height: int, width: int) -> int:
     return count_macs(build, 1, height, width)
+
+
+def warm_up() -> None:
+    """The first fvcore trace in a process costs ~1 s of one-off set-up: pay it once, early."""
+    from attention_zoo import ViT
+
+    macs_per_image(lambda: ViT("softmax", depth=1, dim=8, num_heads=1), 16, 16)

@@ -1,9 +1,11 @@
-"""Peak-memory meter: `begin()` before the cell builds anything, `end()` after its window.
+"""Peak-memory meter. Made before the cell builds anything, `begin()` once the model and input
+are in place (so set-up copies, like float32 weights cast to bfloat16, are not in the peak), and
+`end()` after the timed window.
 
-On a GPU, the CUDA caching allocator's peak (reset at begin). On the CPU, the kernel's resident
-high-water mark (VmHWM) after resetting it through /proc/self/clear_refs, minus the resident set
-at begin: the peak this cell added, not the process's history. Each cell runs in a fresh
-process, so nothing is inherited from an earlier cell either way.
+On a GPU: the CUDA caching allocator's peak, reset at begin (it starts from what is resident:
+weights, input). On the CPU: the kernel's resident high-water mark (VmHWM), reset at begin
+through /proc/self/clear_refs, minus the resident set when the meter was made: what this cell
+added, not the process's history.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class MemoryMeter:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.source = ""
+        self.baseline_kib = 0 if device.type == "cuda" else _status_kib("VmRSS") or 0
 
     def begin(self) -> None:
         if self.device.type == "cuda":
@@ -38,7 +41,6 @@ class MemoryMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.source = "cuda:max_memory_allocated"
             return
-        self.baseline_kib = _status_kib("VmRSS") or 0
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self.source = "cpu:vmhwm_after_reset-minus-start_rss"
@@ -48,7 +50,7 @@ class MemoryMeter:
     def end(self) -> int | None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device)
+            return int(torch.cuda.max_memory_allocated(self.device))
         if self.source.startswith("cpu:vmhwm"):
             peak_kib = _status_kib("VmHWM")
         else:

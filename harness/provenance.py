@@ -7,14 +7,18 @@ import platform
 import socket
 import subprocess
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import nvml as nv
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@cache
 def git_sha() -> str:
     """The harness checkout's commit, '+dirty' when it has uncommitted changes, '' outside git."""
     try:
@@ -54,7 +58,6 @@ def host() -> dict[str, Any]:
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda or "",
         "cpu_model": cpu_model(),
-        "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
         "git_sha": git_sha(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -82,29 +85,19 @@ def device(dev: torch.device, nvml: Any = None) -> dict[str, Any]:
 
 
 def _nvml_state(uuid: str, nvml: Any) -> dict[str, Any]:
-    if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
-            return {}
-    readings = {
-        "driver_version": lambda h: nvml.nvmlSystemGetDriverVersion(),
-        "power_limit_w": lambda h: nvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1e3,
-        "sm_clock_mhz": lambda h: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM),
-        "mem_clock_mhz": lambda h: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM),
-        "temperature_c": lambda h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
-        "gpu_processes": lambda h: len(nvml.nvmlDeviceGetComputeRunningProcesses(h)),
-    }
+    """What NVML can read of the GPU now; a reading it cannot give is left empty, never guessed."""
     try:
-        nvml.nvmlInit()
-        handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
-    except Exception:
+        lib = nv.load(nvml)
+        handle = nv.handle(lib, uuid)
+    except nv.Unavailable:
         return {}
-    state = {}
-    for key, read in readings.items():
-        try:
-            value = read(handle)
-            state[key] = value.decode() if isinstance(value, bytes) else value
-        except Exception:
-            state[key] = ""  # not readable on this GPU or driver: left empty, never guessed
-    return state
+    readings = {
+        "driver_version": lambda: nv.text(lib.nvmlSystemGetDriverVersion()),
+        "power_limit_w": lambda: lib.nvmlDeviceGetEnforcedPowerLimit(handle) / 1e3,
+        "sm_clock_mhz": lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_SM),
+        "mem_clock_mhz": lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_MEM),
+        "temperature_c": lambda: lib.nvmlDeviceGetTemperature(handle, lib.NVML_TEMPERATURE_GPU),
+        "gpu_processes": lambda: len(lib.nvmlDeviceGetComputeRunningProcesses(handle)),
+    }
+    state = {key: nv.read(fn) for key, fn in readings.items()}
+    return {k: None if nv.failed(v) else v for k, v in state.items()}

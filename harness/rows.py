@@ -1,4 +1,8 @@
-"""The result row: its documented columns, its atomic write, and reading rows back."""
+"""The result row: its columns, what makes two rows the same cell, atomic writes, reading back.
+
+Everything that stores or compares rows (resume, OOM skipping, the check, the report) uses the
+identity defined here. This module imports neither torch nor matplotlib.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,19 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-ROW_FILE = "result.json"
-SCHEMA_VERSION = 1
+import pandas as pd
 
-# column -> meaning. The README's column table is generated from this dict.
+ROW_FILE = "result.json"
+RESULTS = "results.csv"
+TRACEBACK_FILE = "traceback.txt"
+SCHEMA_VERSION = 2
+
+# column -> meaning. The README's column table is this dict: `python -m harness.rows` prints it
+# and a test keeps the README equal to it.
 COLUMNS: dict[str, str] = {
     "attention": "mechanism name from the attention_zoo registry",
     "attention_options": "the mechanism's options as given (JSON object)",
@@ -20,6 +30,8 @@ COLUMNS: dict[str, str] = {
     "depth": "transformer blocks",
     "dim": "embedding width",
     "heads": "attention heads",
+    "patch_size": "patch side in pixels",
+    "mlp_ratio": "MLP hidden width / dim",
     "resolution": "image width in pixels (and height, unless `height` differs)",
     "height": "image height in pixels",
     "tokens": "patch tokens per image",
@@ -29,8 +41,11 @@ COLUMNS: dict[str, str] = {
     "device": "torch device the cell ran on (cpu, cuda:N)",
     "compile": "whether the model went through torch.compile",
     "tf32": "TF32 matmuls and convolutions allowed",
+    "threads": "torch intra-op threads the cell ran with",
+    "trial": "which independent measurement of the cell this row is (0, 1, ...)",
+    "revision": "git revision whose attention_zoo was measured (empty: this checkout's)",
     "status": "ok, oom, skipped_oom or error",
-    "error": "why the cell is not ok (empty when ok)",
+    "error": "why the cell is not ok (empty when ok); the traceback is in the job directory",
     "params": "trainable parameters of the model at this resolution",
     "macs": "multiply-accumulates of one forward per image (contractions only; fvcore)",
     "flops": "2 x macs",
@@ -39,6 +54,7 @@ COLUMNS: dict[str, str] = {
     "latency_ms_p90": "90th percentile step time, ms",
     "iters": "steps in the timed window",
     "window_s": "wall seconds of the timed window (energy is read over the same window)",
+    "step_times_ms": "every timed step, ms, in order (JSON list): the raw samples of the check",
     "throughput_img_s": "images per second over the timed window (batch x steps / time)",
     "energy_j_per_img": "energy per image over the window, J (empty when not measured)",
     "sampled_energy_j_per_img": "NVML power samples integrated over the same window, J/img",
@@ -70,13 +86,86 @@ COLUMNS: dict[str, str] = {
     "torch_version": "torch version",
     "python_version": "Python version",
     "cpu_model": "CPU model",
-    "threads": "torch intra-op threads",
     "hostname": "machine name",
     "git_sha": "attnbench commit ('+dirty' with uncommitted changes)",
     "timestamp": "UTC time the cell started",
     "overrides": "the Hydra overrides of the job",
     "schema_version": "version of this column set",
 }
+
+# What makes two rows the same cell. The device counts by class (cpu / cuda), so a resumed sweep
+# may land on another GPU of the machine; trial and revision are not part of it: trials are
+# repeated samples of one cell, and an A/B run compares one cell across revisions.
+IDENTITY = (
+    "attention",
+    "attention_options",
+    "model",
+    "depth",
+    "dim",
+    "heads",
+    "patch_size",
+    "mlp_ratio",
+    "resolution",
+    "height",
+    "batch_size",
+    "mode",
+    "dtype",
+    "device",
+    "compile",
+    "tf32",
+    "threads",
+)
+SIZE = ("resolution", "height")  # identity columns that only change the cell's size
+SAMPLE = ("revision", "trial")  # which measurement of a cell a row is, within one sweep
+
+_INTEGER = {"depth", "dim", "heads", "patch_size", "resolution", "height", "batch_size"}
+_INTEGER |= {"threads", "trial", "tokens"}
+_BOOLEAN = {"compile", "tf32"}
+
+
+def device_class(device: Any) -> str:
+    """'cuda:3' -> 'cuda'; the one reduction of a device to its kind."""
+    return str(device).partition(":")[0]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def canonical(column: str, value: Any) -> Any:
+    """One spelling per value, whether a row came from JSON, a CSV or a config."""
+    if _missing(value) and column != "attention_options":
+        return None
+    if column == "attention_options":
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        return json.dumps(dict(value or {}), sort_keys=True)
+    if column == "device":
+        return device_class(value)
+    if column in _BOOLEAN:
+        return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+    if column in _INTEGER:
+        return int(float(value))
+    if column == "mlp_ratio":
+        return float(value)
+    return str(value)
+
+
+def identity(row: Mapping[str, Any], columns: Iterable[str] = IDENTITY) -> str:
+    """The cell a row measured, as a string key (a subset of IDENTITY with `columns`)."""
+    return json.dumps({c: canonical(c, row.get(c)) for c in columns}, sort_keys=True)
+
+
+def sample_key(row: Mapping[str, Any]) -> str:
+    """The cell and which measurement of it (revision, trial): what resume keeps."""
+    return identity(row, IDENTITY + SAMPLE)
+
+
+def check_columns(row: Mapping[str, Any]) -> None:
+    """A row holds only documented columns: a misspelt key fails here, not in a report."""
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"row has undocumented columns {unknown}; documented: rows.COLUMNS")
 
 
 def clean(value: Any) -> Any:
@@ -88,15 +177,30 @@ def clean(value: Any) -> Any:
     return value
 
 
-def write_json(target: Path, payload: Any) -> Path:
-    """Write JSON so a reader sees the whole file or none (temp file, fsync, rename)."""
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def write_atomic(target: Path, data: bytes) -> Path:
+    """Readers see the whole file or the old one, never a part (temp file, fsync, rename).
+
+    The file gets the mode a plain open() would give (0666 less the umask), not mkstemp's 0600,
+    so colleagues can read a sweep on a shared filesystem.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(clean(payload), handle, indent=1, default=str)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -104,14 +208,77 @@ def write_json(target: Path, payload: Any) -> Path:
     return target
 
 
-def write_row(job_dir: Path, row: dict[str, Any]) -> Path:
+def write_json(target: Path, payload: Any) -> Path:
+    return write_atomic(target, json.dumps(clean(payload), indent=1, default=str).encode())
+
+
+def write_row(job_dir: Path, row: Mapping[str, Any]) -> Path:
     """The row as result.json in its job directory, every column present (null: not measured)."""
-    ordered = {key: row.get(key) for key in COLUMNS}
-    ordered |= {key: value for key, value in row.items() if key not in ordered}
-    ordered["schema_version"] = SCHEMA_VERSION
+    check_columns(row)
+    ordered = {key: row.get(key) for key in COLUMNS} | {"schema_version": SCHEMA_VERSION}
     return write_json(job_dir / ROW_FILE, ordered)
 
 
 def read_row(path: Path) -> dict[str, Any]:
     with open(path) as handle:
-        return json.load(handle)
+        row: dict[str, Any] = json.load(handle)
+    return row
+
+
+def row_files(source: Path) -> list[Path]:
+    """Every result.json under a directory, at any depth (a sweep, a single run, a tree)."""
+    return sorted(source.rglob(ROW_FILE))
+
+
+def read_rows(source: Path) -> list[dict[str, Any]]:
+    """Rows under a directory; unreadable ones (a job killed mid-write leaves none) are skipped."""
+    found = []
+    for path in row_files(source):
+        try:
+            found.append(read_row(path))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a DataFrame in column order; options and step times as JSON strings (CSV cells)."""
+    table = pd.DataFrame(rows)
+    for column in ("attention_options", "step_times_ms"):
+        if column in table:
+            table[column] = table[column].map(
+                lambda v: v if isinstance(v, str) or v is None else json.dumps(v)
+            )
+    known = [c for c in COLUMNS if c in table]
+    return table[known + [c for c in table if c not in COLUMNS]]
+
+
+def collect(source: Path) -> pd.DataFrame:
+    """A run's rows from a results.csv file or from the result.json files under a directory
+    (falling back to its results.csv when the job directories are gone). Writes nothing."""
+    if source.is_file():
+        return pd.read_csv(source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} does not exist")
+    rows = read_rows(source)
+    if rows:
+        return frame(rows)
+    if (source / RESULTS).is_file():
+        return pd.read_csv(source / RESULTS)
+    raise FileNotFoundError(f"no {ROW_FILE} under {source} (at any depth) and no {RESULTS}")
+
+
+def write_results(sweep_dir: Path) -> tuple[Path, pd.DataFrame]:
+    """The sweep's results.csv, built from its job directories."""
+    table = collect(sweep_dir)
+    return write_atomic(sweep_dir / RESULTS, table.to_csv(index=False).encode()), table
+
+
+def markdown_columns() -> str:
+    """The README's column table."""
+    lines = ["| column | meaning |", "|---|---|"]
+    return "\n".join(lines + [f"| `{column}` | {text} |" for column, text in COLUMNS.items()])
+
+
+if __name__ == "__main__":
+    print(markdown_columns())

@@ -1,98 +1,176 @@
-"""A sweep is a Hydra multirun over cells. This module plans it (how many cells, for progress),
-and lets each job see its siblings' rows: to resume, and to skip what is sure to run out of
-memory. It relies only on the rows in the job directories, never on end-of-run callbacks."""
+"""A sweep is a Hydra multirun over cells, planned and launched by the `attnbench` sweeper
+(hydra_plugins.attnbench_sweeper, a thin class over `run` here).
+
+The sweeper expands the sweep with Hydra's public override parser (so `glob(*)`, `range(...)`
+and `choice(...)` work, and `[k/n]` is exact), writes the plan, hands every job to the configured
+launcher, and afterwards builds results.csv, a summary and the report from the rows in the job
+directories, whatever the launcher did. Each job consults its siblings' rows through the helpers
+below: to resume, and to skip what is sure to run out of memory.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext
+from omegaconf import DictConfig
 
-from .rows import ROW_FILE, read_row, write_json
+from . import rows
 
 PLAN_FILE = "sweep.json"
-last_sweep_dir: Path | None = None  # set in the launching process, read by harness.app.main
-DONE = {"ok", "oom", "skipped_oom"}  # statuses a re-run keeps; `error` cells are measured again
+KEPT = {"ok", "oom", "skipped_oom"}  # statuses a re-run keeps; `error` cells are measured again
+INNERMOST = "revision"  # varies fastest, so the two sides of an A/B run alternate cell by cell
 
 
-def plan_overrides(config: DictConfig) -> list[list[str]]:
-    """Every job's overrides, as Hydra's basic sweeper will enumerate them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
-    wanted = [f"{key}={value}" for key, value in params.items()]
-    wanted += list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(wanted)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+class PlanError(ValueError):
+    """The sweep cannot be enumerated: the message says which override and why."""
 
 
-class SweepPlan(Callback):
-    """Writes sweep.json (name, size, every job's overrides) before the first job starts."""
+def expand(overrides: Sequence[Override], trials: int) -> list[list[str]]:
+    """Every job's overrides: the product of the sweeps, repeated `trials` times.
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_sweep_dir
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = plan_overrides(config)
-        write_json(
-            sweep_dir / PLAN_FILE,
-            {
-                "sweep_name": config.get("sweep_name", sweep_dir.name),
-                "cells": len(jobs),
-                "overrides": [" ".join(job) for job in jobs],
-            },
-        )
-        last_sweep_dir = sweep_dir
+    Trials go round the whole grid (all cells once, then all again), so the repeats of one cell
+    are apart in time and a burst of noise cannot hit all of them.
+    """
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise PlanError(
+                    f"{override.input_line}: interval sweeps cannot be enumerated; use a list "
+                    "(a,b,c), glob(...), range(...) or choice(...)"
+                )
+            values[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        if key in ("trial", "trials") and len(values[key]) > 1:
+            raise PlanError(f"{key} cannot be swept; set trials=N for N measurements of each cell")
+        if not values[key]:
+            raise PlanError(f"{override.input_line}: matches no value")
+    values.pop("trials", None)
+    values.pop("trial", None)
+    order = sorted(values, key=lambda k: k == INNERMOST)  # stable: INNERMOST last
+    grid = [list(job) for job in itertools.product(*(values[k] for k in order))]
+    if trials < 1:
+        raise PlanError(f"trials must be >= 1, got {trials}")
+    if trials == 1:
+        return grid
+    return [job + [f"trial={t}"] for t in range(trials) for job in grid]
+
+
+def write_plan(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
+    rows.write_json(
+        sweep_dir / PLAN_FILE,
+        {"sweep_name": name, "started": time.time(), "jobs": [" ".join(j) for j in jobs]},
+    )
 
 
 def read_plan(sweep_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((sweep_dir / PLAN_FILE).read_text())
+        plan: dict[str, Any] = json.loads((sweep_dir / PLAN_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    return plan
 
 
-def sibling_rows(sweep_dir: Path, exclude: Path | None = None) -> list[dict[str, Any]]:
-    """Rows already written in the sweep (unreadable ones are ignored: they are re-measured)."""
-    found = []
-    for path in sweep_dir.glob(f"*/{ROW_FILE}"):
-        if exclude is not None and path.parent == exclude:
-            continue
+def run(
+    context: HydraContext,
+    config: DictConfig,
+    launcher: Launcher,
+    params: dict[str, str],
+    arguments: list[str],
+) -> list[JobReturn]:
+    """The sweep: plan it, launch every job, then aggregate and report whatever happened."""
+    sweep_dir = Path(config.hydra.sweep.dir)
+    parser = OverridesParser.create(config_loader=context.config_loader)
+    try:
+        wanted = [f"{k}={v}" for k, v in params.items()] + list(arguments)
+        jobs = expand(parser.parse_overrides(wanted), int(config.trials))
+    except PlanError as err:
+        print(f"attnbench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        write_plan(sweep_dir, str(config.sweep_name), jobs)
+    except OSError as err:  # progress loses its denominator; measuring goes on
+        print(f"attnbench: warning: could not write the sweep plan: {err}", file=sys.stderr)
+    print(f"attnbench: {len(jobs)} cells -> {sweep_dir}", flush=True)
+    returns: list[JobReturn] = []
+    try:
+        returns = list(launcher.launch(jobs, initial_job_idx=0))
+    except Exception as err:  # a launcher failure: what ran is on disk, aggregate it
+        print(f"attnbench: the launcher failed: {err!r}", file=sys.stderr)
+    for job in returns:
         try:
-            found.append(read_row(path))
-        except (OSError, ValueError):
-            continue
-    return found
+            job.return_value  # noqa: B018  (raises the job's exception when it failed)
+        except Exception as err:
+            print(f"attnbench: a job failed outside its cell: {err!r}", file=sys.stderr)
+    finish(sweep_dir, str(config.sweep_name), jobs)
+    return returns
 
 
-def _key(identity: dict[str, Any], *drop: str) -> str:
-    """Identity as a string; the device by class, so a resumed sweep may land on another GPU."""
-    kept = {k: v for k, v in identity.items() if k not in drop}
-    kept["device"] = str(kept.get("device")).partition(":")[0]
-    return json.dumps(kept, sort_keys=True, default=str)
+def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
+    """results.csv, a summary of the run, and its report; exits 1 if no results.csv came of it."""
+    from .report import render_sweep
+
+    try:
+        results, table = rows.write_results(sweep_dir)
+    except (OSError, ValueError) as err:
+        print(f"attnbench: error: no results.csv for {sweep_dir}: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(summary(table, jobs))
+    print(f"rows: {results}")
+    try:
+        page = render_sweep(sweep_dir, table, name)
+    except Exception as err:  # the rows are safe on disk; say so and fail loudly
+        print(
+            f"attnbench: the cells are measured in {results}, but the report failed: {err!r}; "
+            "retry with attnbench-report",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print(f"report: {page} (and report.md beside it)")
 
 
-def already_measured(identity: dict[str, Any], rows: list[dict[str, Any]]) -> dict | None:
-    """The row of this very cell, when a previous run of the sweep finished it."""
-    key = _key(identity)
-    for row in rows:
-        if row.get("status") in DONE and _key({k: row.get(k) for k in identity}) == key:
+def summary(table: Any, jobs: list[list[str]]) -> str:
+    """Counts by status, and the planned jobs that never wrote a row."""
+    counts = table["status"].value_counts().to_dict() if "status" in table else {}
+    line = f"{len(table)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    written = set(table["overrides"].dropna()) if "overrides" in table else set()
+    missing = [" ".join(j) for j in jobs if " ".join(j) not in written]
+    if missing:
+        line += f"\n{len(missing)} planned cells wrote no row: " + "; ".join(missing)
+    return line
+
+
+def previous(cell: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row of this very measurement (cell, revision, trial) when an earlier run kept it."""
+    key = rows.sample_key(cell)
+    for row in siblings:
+        if row.get("status") in KEPT and rows.sample_key(row) == key:
             return row
     return None
 
 
-def smaller_oom(identity: dict[str, Any], rows: list[dict[str, Any]]) -> dict | None:
-    """An `oom` row of the same mechanism/model/mode/batch/dtype/device at fewer tokens."""
-    size_keys = ("resolution", "height", "tokens")
-    key = _key(identity, *size_keys)
-    for row in rows:
+def smaller_oom(cell: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An `oom` row of the same cell but for its size, at fewer tokens (same revision)."""
+    columns = tuple(c for c in rows.IDENTITY + ("revision",) if c not in rows.SIZE)
+    key = rows.identity(cell, columns)
+    for row in siblings:
         if (
             row.get("status") == "oom"
-            and (row.get("tokens") or 0) < identity["tokens"]
-            and _key({k: row.get(k) for k in identity}, *size_keys) == key
+            and (row.get("tokens") or 0) < cell["tokens"]
+            and rows.identity(row, columns) == key
         ):
             return row
     return None

@@ -9,14 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class TimingConfig:
-    warmup_iters: int = 2
-    warmup_s: float = 0.5
-    window_s: float = 2.0
-    min_iters: int = 3
-    max_iters: int = 10_000
+from .config import TimingConfig
 
 
 @dataclass(frozen=True)

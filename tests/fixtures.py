@@ -1,4 +1,5 @@
-"""Synthetic rows in the result schema, for report and check tests."""
+"""Synthetic rows in the result schema, for report and check tests. Every row passes the
+schema's own column check, so a renamed or misspelt column fails here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from harness.rows import COLUMNS
+from harness.rows import check_columns
 
 
 def row(
@@ -26,14 +27,16 @@ def row(
     **extra,
 ) -> dict:
     tokens = (resolution // 16) ** 2
-    base = dict.fromkeys(COLUMNS)
     ok = status == "ok"
-    base.update(
+    base = dict(
         attention=attention,
+        attention_options="{}",
         model=model,
         depth=depth,
         dim=1024,
         heads=64,
+        patch_size=16,
+        mlp_ratio=4.0,
         resolution=resolution,
         height=resolution,
         tokens=tokens,
@@ -41,6 +44,11 @@ def row(
         mode=mode,
         dtype=dtype,
         device=device,
+        compile=False,
+        tf32=False,
+        threads=2,
+        trial=0,
+        revision="",
         status=status,
         error="" if ok else status,
         params=50_000_000,
@@ -66,6 +74,7 @@ def row(
         timestamp="2026-11-23T00:00:00+00:00",
     )
     base.update(extra)
+    check_columns(base)
     return base
 
 
@@ -118,3 +127,25 @@ def attnbench(*args, cwd, **kw) -> subprocess.CompletedProcess:
         timeout=600,
         **kw,
     )
+
+
+def config(*overrides: str):
+    """A job's validated config, composed by Hydra exactly as `attnbench` composes it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from harness import app, cell
+
+    with initialize_config_dir(app.CONF_DIR, version_base=None):
+        raw = compose("config", overrides=list(overrides))
+    return cell.validate(OmegaConf.to_object(raw))
+
+
+# Short windows for tests that need a real measurement but no particular number.
+FAST = [
+    "timing.window_s=0.1",
+    "timing.warmup_iters=1",
+    "timing.warmup_s=0",
+    "timing.min_iters=2",
+    "energy.idle_s=0",
+]

@@ -193,8 +193,10 @@ def test_current_as_a_run_dir_with_energy_unmeasured(tmp_path, capsys):
     for i, values in enumerate(run().to_dict("records")):
         write_row(tmp_path / "sweep" / str(i), values | {"energy_j_per_img": None})
     base = write(tmp_path, "base", run().assign(energy_j_per_img=None))
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "sweep").rglob("*"))
     code = check.main(
         ["--baseline", base, "--current", str(tmp_path / "sweep"), "--normalise", "softmax"]
     )
     assert code == 0, capsys.readouterr()
-    assert (tmp_path / "sweep" / "results.csv").is_file()
+    after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "sweep").rglob("*"))
+    assert after == before  # the check reads its input and writes nothing into it

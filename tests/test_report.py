@@ -6,18 +6,11 @@ import subprocess
 import sys
 import time
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from fixtures import ladder, row
 
-from harness import figures, report
-
-
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
+from harness import analysis, figures, report
 
 
 def test_latency_figure_is_log_log_per_mode_with_oom_markers():
@@ -78,12 +71,12 @@ def test_depth_figure_only_with_two_depths():
 
 def test_crossover_and_claims_tables():
     rows = ladder()
-    cross = report.crossover(rows).set_index(["mode", "attention"])
+    cross = analysis.crossover(rows).set_index(["mode", "attention"])
     assert cross.loc[("infer", "linear_infsa"), "overtakes softmax at"] == "512²"
     assert cross.loc[("infer", "sdpa"), "overtakes softmax at"] == "224²"
     assert cross.loc[("infer", "linear_infsa"), "overtakes sdpa at"] == "512²"
     assert cross.loc[("train", "sdpa"), "overtakes softmax at"] == "224²"
-    claims = report.claims(rows).set_index("claim (A100 40 GB)")
+    claims = analysis.claims(rows).set_index("claim (A100 40 GB)")
     measured = claims.loc["throughput, Linear InfViT (img/s)"]
     assert measured["measured"] == pytest.approx(900 / (1024 / 224) ** 2)
     assert measured["measured / paper"] == pytest.approx(measured["measured"] / 230.95)
@@ -98,7 +91,9 @@ def test_report_files_are_self_contained(tmp_path):
         tmp_path,
     )
     text = page.read_text()
-    assert text.count("data:image/png;base64,") >= 8
+    figures_in_md = [line for line in md.read_text().splitlines() if line.startswith("![")]
+    assert len(figures_in_md) >= 8
+    assert text.count("data:image/png;base64,") == len(figures_in_md)  # each one embedded
     assert not re.search(r'src="(?!data:)', text) and "http" not in text
     assert "Runs side by side" in text and "h200 / h100" in text
     assert "energy not measured" not in md.read_text()  # that text lives in the figures
@@ -129,15 +124,22 @@ def test_smoke_sweep_end_to_end_and_resume_measures_only_missing_cells(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "[6/6]" in done.stdout and "6 cells: 6 ok" in done.stdout
     sweep = tmp_path / "sweep"
-    assert (sweep / "results.csv").read_text().count("\n") == 7
+    written = pd.read_csv(sweep / "results.csv")
+    assert sorted(zip(written["attention"], written["resolution"], strict=True)) == [
+        (name, res) for name in ("linear_infsa", "sdpa", "softmax") for res in (224, 448)
+    ]
     assert (tmp_path / "reports" / "smoke" / "report.html").is_file()
     jobs = sorted(sweep.glob("*/result.json"))
     kept = {p: json.loads(p.read_text())["timestamp"] for p in jobs[1:]}
+    lost = json.loads(jobs[0].read_text())
     jobs[0].unlink()
     time.sleep(1.1)  # timestamps have one-second resolution
     again = _sweep(tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("resumed:") == 5
+    resumed = [line for line in again.stdout.splitlines() if line.startswith("resumed:")]
+    measured = [line for line in again.stdout.splitlines() if line.startswith("[")]
+    assert len(resumed) == 5 and len(measured) == 1
+    assert f"{lost['attention']} small {lost['resolution']}px" in measured[0]
     assert jobs[0].is_file()  # the missing cell was measured again
     assert {p: json.loads(p.read_text())["timestamp"] for p in jobs[1:]} == kept
 
@@ -190,6 +192,6 @@ def test_energy_flagged_invalid_is_not_shown_as_a_number():
     rows = ladder().assign(energy_valid=False)  # counted, but over too short a window
     texts = [t.get_text() for ax in figures.power_and_tflops(rows, 1024).axes for t in ax.texts]
     assert any(t.startswith("energy not measured on") for t in texts)
-    claims = report.claims(rows).set_index("claim (A100 40 GB)")
+    claims = analysis.claims(rows).set_index("claim (A100 40 GB)")
     assert pd.isna(claims.loc["energy, Linear InfViT (J/img)", "measured"])
     assert pd.isna(claims.loc["power = energy x throughput, Standard ViT (W)", "measured"])

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import lease_holder
+import pandas as pd
 import pytest
 import yaml
 from fake_nvml import FakeNvml
@@ -46,9 +48,7 @@ def test_submitit_local_end_to_end(tmp_path):
     }
     assert (tmp_path / "sweep" / "results.csv").is_file()
     assert "2 cells: 2 ok" in done.stdout
-    assert (tmp_path / "reports" / "single" / "report.html").is_file() or any(
-        (tmp_path / "reports").glob("*/report.html")
-    )
+    assert (tmp_path / "reports" / "quick" / "report.html").is_file()
 
 
 @pytest.mark.parametrize(
@@ -89,20 +89,12 @@ def test_an_explicit_gpu_is_only_that_gpu(tmp_path):
     held.release()
 
 
-def _hold(lock_dir: str, log: str, seconds: float) -> None:
-    held = gpus.lease(GPUS, Path(lock_dir), wait_s=60, poll_s=0.02)
-    start = time.monotonic()
-    time.sleep(seconds)
-    with open(log, "a") as handle:
-        handle.write(f"{held.key} {start} {time.monotonic()}\n")
-    held.release()
-
-
 def test_parallel_jobs_never_share_a_gpu(tmp_path):
     log = tmp_path / "log"
     ctx = mp.get_context("spawn")
     procs = [
-        ctx.Process(target=_hold, args=(str(tmp_path / "locks"), str(log), 0.3)) for _ in range(5)
+        ctx.Process(target=lease_holder.hold, args=(str(tmp_path / "locks"), str(log), 0.3))
+        for _ in range(5)
     ]
     for proc in procs:
         proc.start()
@@ -156,7 +148,7 @@ def test_a_job_killed_mid_cell_leaves_no_partial_row_and_a_rerun_completes(tmp_p
         "attention=softmax",
         "resolution=64,96",
         f"hydra.sweep.dir={sweep}",
-        "timing.window_s=3",
+        "timing.window_s=1.5",
         "timing.warmup_s=0",
         "energy.idle_s=0",
     ]
@@ -170,7 +162,7 @@ def test_a_job_killed_mid_cell_leaves_no_partial_row_and_a_rerun_completes(tmp_p
     deadline = time.monotonic() + 120
     while not list(sweep.glob("*/result.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1.5)  # the second cell is inside its timed window now
+    time.sleep(0.7)  # the second cell is inside its timed window now
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     written = list(sweep.glob("*/result.json"))
@@ -178,7 +170,8 @@ def test_a_job_killed_mid_cell_leaves_no_partial_row_and_a_rerun_completes(tmp_p
     assert json.loads(written[0].read_text())["status"] == "ok"  # whole, parseable
     again = attnbench(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("resumed:") == 1
+    resumed = [line for line in again.stdout.splitlines() if line.startswith("resumed:")]
+    assert len(resumed) == 1 and "softmax small 64px" in resumed[0]
     assert {k: r["status"] for k, r in rows_in(sweep).items()} == {
         ("softmax", 64): "ok",
         ("softmax", 96): "ok",
@@ -208,15 +201,15 @@ def test_two_reports_written_at_once_do_not_clobber_each_other(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_a_thousand_cells_aggregate(tmp_path):
+def test_results_csv_is_built_from_every_job_directory(tmp_path):
     from fixtures import row
 
-    from harness.rows import write_row
+    from harness.rows import write_results, write_row
 
-    for i in range(1000):
-        write_row(tmp_path / f"job{i}", row("softmax", 16 * (i + 1)))
-    start = time.monotonic()
-    frame = report.collect(tmp_path)
-    elapsed = time.monotonic() - start
-    assert len(frame) == 1000 and (tmp_path / "results.csv").is_file()
-    print(f"collected 1000 rows in {elapsed:.2f} s")
+    for i in range(50):
+        write_row(tmp_path / "sweep" / f"job{i}", row("softmax", 16 * (i + 1)))
+    (tmp_path / "sweep" / "job7" / "result.json").write_text("{truncated")  # a torn write
+    path, table = write_results(tmp_path / "sweep")
+    written = pd.read_csv(path)
+    assert sorted(written["resolution"]) == [16 * (i + 1) for i in range(50) if i != 7]
+    assert list(written.columns) == list(table.columns)

@@ -10,8 +10,8 @@ ALL = zoo.available()
 NOT_QUADRATIC_MEMORY = [n for n in ALL if n not in ("softmax", "infsa")]
 
 
-def test_registry_lists_the_nine_with_metadata():
-    assert ALL == [
+def test_registry_finds_the_nine_and_orders_them_by_their_metadata():
+    assert set(ALL) >= {
         "softmax",
         "sdpa",
         "infsa",
@@ -21,11 +21,14 @@ def test_registry_lists_the_nine_with_metadata():
         "linformer",
         "nystrom",
         "swin",
-    ]
+    }
+    # exact softmax first, then the quadratic, windowed and linear tiers
+    assert ALL[:4] == ["sdpa", "softmax", "infsa", "swin"]
+    assert ALL[4:] == sorted(n for n in ALL if zoo.info(n).tier == "O(N)")
     tiers = {name: zoo.info(name).tier for name in ALL}
     assert tiers["softmax"] == tiers["infsa"] == "O(N^2)"
     assert tiers["linear_infsa"] == "O(N)" and tiers["swin"] == "O(N*w^2)"
-    assert [n for n in ALL if zoo.info(n).exact_softmax] == ["softmax", "sdpa"]
+    assert [n for n in ALL if zoo.info(n).exact_softmax] == ["sdpa", "softmax"]
     assert zoo.info("linear_infsa").arxiv == "2603.00175"
     assert zoo.info("performer").options == {"num_features": None, "seed": 0}
 
@@ -73,20 +76,19 @@ def test_half_precision_at_2_17_tokens_is_finite_and_not_zero(name, dtype):
     hw = (256, 512)
     mech = zoo.create(name, 16, 1).to(dtype)
     q, k, v = (torch.randn(1, 1, hw[0] * hw[1], 16, dtype=dtype) for _ in range(3))
-    rows = slice(0, 512) if name == "sdpa" else slice(None)  # sdpa: O(N^2) time, check a slice
+    if name == "sdpa":  # O(N^2) time: 512 queries against all 2^17 keys (rows are independent)
+        q = q[:, :, :512]
     with torch.no_grad():
-        out = mech.mix(q, k, v, hw)[:, :, rows].float()
+        out = mech.mix(q, k, v, hw).float()
         mech.float()
-        reference = mech.mix(
-            q.float()[:, :, rows] if name == "sdpa" else q.float(), k.float(), v.float(), hw
-        )[:, :, rows]
+        reference = mech.mix(q.float(), k.float(), v.float(), hw)
     assert torch.isfinite(out).all()
     assert out.abs().amax() > 0
     assert (out - reference).norm() / reference.norm() < 0.05
 
 
 def test_unknown_attention_names_the_choices():
-    with pytest.raises(ValueError, match="valid choices: softmax, sdpa, infsa"):
+    with pytest.raises(ValueError, match="valid choices: sdpa, softmax, infsa, swin, linear"):
         zoo.create("flash", 64, 4)
     with pytest.raises(ValueError, match="valid choices"):
         zoo.ViT("nope", depth=1, dim=64, num_heads=4)

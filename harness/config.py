@@ -1,0 +1,121 @@
+"""The configuration schema, registered with Hydra's ConfigStore: every default lives here.
+
+The `attention` and `model` config groups are made from the attention_zoo registry (each
+mechanism's options and defaults come from its constructor) and its presets, so a new mechanism
+or preset needs no YAML. A YAML in conf/attention/ is only for a variant (its `defaults` list
+names the mechanism it changes).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+import attention_zoo as zoo
+
+_VIT = inspect.signature(zoo.ViT).parameters
+
+
+@dataclass
+class TimingConfig:
+    warmup_iters: int = 2  # at least this many warm-up steps ...
+    warmup_s: float = 0.5  # ... and at least this long
+    window_s: float = 2.0  # timed window: as many steps as fill it ...
+    min_iters: int = 3  # ... but no fewer ...
+    max_iters: int = 10_000  # ... and no more
+
+
+@dataclass
+class EnergyConfig:
+    idle_s: float = 1.0  # idle power measured this long before each cell (0: skip)
+    sample_interval_s: float = 0.01  # NVML power sampling period
+
+
+@dataclass
+class GpuConfig:
+    lease: bool = True  # each job locks the GPU it measures on: parallel jobs never share one
+    lock_dir: str = "${oc.env:ATTNBENCH_LOCK_DIR,/tmp/attnbench-gpu-locks}"
+    wait_s: float = 86400.0  # how long a job waits for a free GPU before it is recorded `error`
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    depth: int = MISSING
+    dim: int = MISSING
+    num_heads: int = MISSING
+    patch_size: int = _VIT["patch_size"].default
+    mlp_ratio: float = _VIT["mlp_ratio"].default
+
+
+@dataclass
+class Config:
+    """One job: the cell it measures and how. `attention` is {name, options...}."""
+
+    attention: Any = MISSING
+    model: ModelConfig = MISSING
+    resolution: int = 224  # image side in pixels, a multiple of model.patch_size
+    height: int | None = None  # image height when not square (null: = resolution)
+    batch_size: int = 1
+    mode: str = "infer"  # infer | train (forward + backward + AdamW step)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the model; compile time is reported, never timed
+    tf32: bool = False  # allow TF32 matmuls/convolutions on Ampere+ GPUs
+    threads: int | None = None  # torch intra-op threads (null: the CPUs this process may use)
+    trials: int = 1  # independent measurements of each cell, each in its own process
+    trial: int = 0  # which of them this job is (set by the sweeper)
+    revision: str | None = None  # measure the attention_zoo of this git revision
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    memory_limit_gb: float | None = None  # CPU: allocations past this many GiB fail -> `oom`
+    timeout_s: float = 3600.0  # a cell running longer is killed and recorded `error`
+    sweep_name: str = "single"  # set by the sweep/ group; names the run and report directories
+
+    @property
+    def attention_name(self) -> str:
+        return str(self.attention["name"])
+
+    @property
+    def attention_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.attention.items() if k != "name"}
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return (self.height or self.resolution, self.resolution)
+
+    @property
+    def tokens(self) -> int:
+        p = self.model.patch_size
+        return (self.hw[0] // p) * (self.hw[1] // p)
+
+
+@dataclass
+class SweeperConfig:
+    _target_: str = "hydra_plugins.attnbench_sweeper.AttnbenchSweeper"
+    params: dict[str, str] | None = None  # key -> sweep values, as on the command line
+
+
+def register() -> None:
+    """Put the schema, the groups from the registry and the sweeper into Hydra's ConfigStore."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.attnbench_sweeper import AttnbenchSweeper
+
+    # Hydra's scan finds plugins in hydra_plugins directories; an editable install has none.
+    Plugins.instance().register(AttnbenchSweeper)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    store.store(group="hydra/sweeper", name="attnbench", node=SweeperConfig)
+    for name in zoo.available():
+        options = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in zoo.info(name).options.items()
+        }
+        store.store(group="attention", name=name, node={"name": name, **options})
+    for name, spec in zoo.PRESETS.items():
+        store.store(group="model", name=name, node=ModelConfig(name=name, **spec))

@@ -1,0 +1,100 @@
+"""The measuring process's side of a cell: counts first, then the meters around the timed window.
+
+Runs inside a fresh process (worker.py): the first use of CUDA, the memory limit and the thread
+count all belong to this cell alone.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from . import cell, energy, flops, provenance
+from .config import Config
+from .memory import MemoryMeter
+from .timing import Timer, Timing
+from .workload import make_step
+
+
+def counts(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """params and FLOPs, on the meta device: no memory, so an `oom` cell has them too. A model
+    fvcore cannot trace keeps empty FLOPs; if it is broken, measuring it will say so."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in cell.build(cfg).parameters())
+    send({"params": params})
+    try:
+        macs = flops.macs_per_image(lambda: cell.build(cfg), *cfg.hw)
+    except Exception:  # noqa: BLE001
+        return {"params": params}
+    return {"params": params, "macs": macs, "flops": 2 * macs}
+
+
+def count(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Only the counts: for a cell that is not run (skipped after an OOM)."""
+    return counts(cfg, send)
+
+
+def limit_address_space(limit_gb: float | None) -> None:
+    """A CPU allocation past `limit_gb` beyond what the process already maps fails (-> oom)."""
+    if not limit_gb:
+        return
+    with open("/proc/self/status") as status:
+        vm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = vm_kib * 1024 + int(limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Everything the row gets from measuring; `send` ships early results to the parent."""
+    torch.set_num_threads(cfg.threads or 1)
+    send(counts(cfg, send))
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
+    row: dict[str, Any] = provenance.device(device)
+    meter = energy.meter_for(device, interval_s=cfg.energy.sample_interval_s)
+    row["energy_source"] = meter.source
+    row["idle_power_w"] = meter.idle_power_w(cfg.energy.idle_s) if cfg.energy.idle_s > 0 else None
+
+    memory = MemoryMeter(device)  # before the model exists: its weights count
+    limit_address_space(cfg.memory_limit_gb if device.type == "cpu" else None)
+    step = make_step(cfg, device)
+    memory.begin()  # after the set-up: the peak is the step's, with weights and input resident
+    timer = Timer(step, device, cfg.timing)
+    warmup_s = timer.warm_up()
+    if cfg.compile:
+        row["compile_s"] = warmup_s
+    readings: list[energy.EnergyReading] = []
+    timing = timer.measure(on_begin=meter.begin, on_end=lambda: readings.append(meter.end()))
+    row["peak_mem_bytes"], row["mem_source"] = memory.end(), memory.source
+    return row | summarise(timing, readings[0], cfg.batch_size)
+
+
+def summarise(timing: Timing, reading: energy.EnergyReading, batch: int) -> dict[str, Any]:
+    """Timing and energy objects -> the row's numbers (per batch latency, per image energy)."""
+    images = timing.iters * batch
+    timed_s = sum(timing.per_iter_s)
+    out: dict[str, Any] = {
+        "latency_ms": timing.median_s * 1e3,
+        "latency_ms_p10": timing.quantile(0.10) * 1e3,
+        "latency_ms_p90": timing.quantile(0.90) * 1e3,
+        "iters": timing.iters,
+        "window_s": timing.window_s,
+        "step_times_ms": [round(t * 1e3, 6) for t in timing.per_iter_s],
+        "throughput_img_s": images / timed_s,
+        "energy_valid": reading.valid,
+        "energy_note": reading.note,
+    }
+    if reading.energy_j is not None:
+        out["energy_j_per_img"] = reading.energy_j / images
+        out["avg_power_w"] = reading.energy_j / reading.window_s if reading.window_s else None
+    if reading.sampled_energy_j is not None:
+        out["sampled_energy_j_per_img"] = reading.sampled_energy_j / images
+    if reading.dram_energy_j is not None:
+        out["dram_energy_j_per_img"] = reading.dram_energy_j / images
+    return out

@@ -1,0 +1,144 @@
+"""Each cell is measured in a process of its own (its memory, its failures), and this is how.
+
+Measuring processes are forked from a fork server that has imported torch, the zoo and fvcore
+once and never touched CUDA (harness/_server.py), so a cell starts in milliseconds instead of
+seconds, and CUDA, which does not survive fork, is first initialised in the cell's own process.
+The child sends what it knows as soon as it knows it (params and FLOPs before measuring, so a
+cell that dies later keeps them) and a final outcome; how a child that sent no outcome ended is
+classified here: `oom` only with evidence (an allocation failure, or the cgroup's oom_kill
+count rising), otherwise `error` naming the signal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .cell import CellError
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["harness._server"])
+
+OOM_TEXT = ("out of memory", "can't allocate memory", "DefaultCPUAllocator", "ALLOC_FAILED")
+
+
+@dataclass
+class Outcome:
+    status: str  # ok | oom | error | invalid (bad input found only by the measuring process)
+    message: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+    traceback: str = ""
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in OOM_TEXT)
+
+
+def classify(err: BaseException) -> str:
+    if isinstance(err, CellError):
+        return "invalid"
+    return "oom" if is_oom(err) else "error"
+
+
+def _child(target: str, args: tuple[Any, ...], conn: Connection) -> None:
+    """Runs `target(*args, send)` (a 'module:function' name) and reports how it went."""
+    try:
+        module, _, name = target.partition(":")
+        function = getattr(importlib.import_module(module), name)
+        fields = function(*args, lambda part: conn.send(("fields", part)))
+        conn.send(("done", "ok", "", "", fields))
+    except BaseException as err:  # noqa: BLE001  (every failure becomes data)
+        status = classify(err)
+        last = traceback.format_exception_only(type(err), err)[-1].strip()
+        text = str(err) if status == "invalid" else last  # bad input: the message alone
+        conn.send(("done", status, text[:2000], traceback.format_exc(), {}))
+    finally:
+        conn.close()
+
+
+def cgroup_oom_kills(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+) -> int | None:
+    """The kernel's count of OOM kills in this process's memory cgroup (v2 or v1), if readable."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            candidate = root / path.lstrip("/") / "memory.events"
+        elif "memory" in controllers.split(","):
+            candidate = root / "memory" / path.lstrip("/") / "memory.oom_control"
+        else:
+            continue
+        try:
+            for entry in candidate.read_text().splitlines():
+                key, _, value = entry.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def died(exitcode: int | None, kills_before: int | None, kills_after: int | None) -> Outcome:
+    """The outcome of a child that exited without reporting one."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        rose = kills_before is not None and kills_after is not None and kills_after > kills_before
+        if -exitcode == signal.SIGKILL and rose:
+            return Outcome(
+                "oom",
+                f"killed by SIGKILL; the cgroup's oom_kill count rose "
+                f"{kills_before} -> {kills_after} (the kernel OOM killer)",
+            )
+        evidence = (
+            "no OOM record: the cgroup's oom_kill count did not rise"
+            if kills_before is not None
+            else "no OOM evidence readable (no memory cgroup counter)"
+        )
+        return Outcome("error", f"measuring process killed by {name} ({evidence})")
+    return Outcome("error", f"measuring process exited with code {exitcode} and no report")
+
+
+def run(target: str, args: tuple[Any, ...], timeout_s: float) -> Outcome:
+    """Run `target(*args, send)` in a fresh process; never raises for what happens there."""
+    receive, send = _CONTEXT.Pipe(duplex=False)
+    kills_before = cgroup_oom_kills()
+    process = _CONTEXT.Process(target=_child, args=(target, args, send), daemon=True)
+    process.start()
+    send.close()
+    fields: dict[str, Any] = {}
+    outcome: Outcome | None = None
+    deadline = time.monotonic() + timeout_s
+    while outcome is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not receive.poll(remaining):
+            process.kill()
+            outcome = Outcome("error", f"timed out after {timeout_s:g} s (timeout_s)")
+            break
+        try:
+            message = receive.recv()
+        except EOFError:  # the child died without a word
+            process.join()
+            outcome = died(process.exitcode, kills_before, cgroup_oom_kills())
+            break
+        if message[0] == "fields":
+            fields.update(message[1])
+        else:
+            _, status, text, trace, final = message
+            outcome = Outcome(status, text, final, trace)
+    process.join()
+    receive.close()
+    outcome.fields = fields | outcome.fields
+    return outcome

@@ -1,0 +1,49 @@
+"""The work of a cell: its model in place, its input, and the step the timer repeats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .cell import build
+from .config import Config
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Step = Callable[[], None]
+
+
+def make_step(cfg: Config, device: torch.device) -> Step:
+    """Model and input on `device`, ready to run. Inference casts the model and input to the
+    cell's dtype; training keeps float32 weights under autocast (GradScaler for float16)."""
+    dtype = DTYPES[cfg.dtype]
+    torch.manual_seed(0)
+    model = build(cfg)
+    if cfg.mode == "infer":
+        model = model.eval().to(dtype)  # cast before moving: no float32 copy on the device
+    model = model.to(device)
+    images = torch.randn(cfg.batch_size, 3, *cfg.hw, device=device, dtype=torch.float32)
+    forward = torch.compile(model) if cfg.compile else model
+    if cfg.mode == "infer":
+        images = images.to(dtype)
+
+        def infer() -> None:
+            with torch.inference_mode():
+                forward(images)
+
+        return infer
+    model.train()
+    labels = torch.randint(0, 1000, (cfg.batch_size,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    autocast = dtype != torch.float32
+
+    def train() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+            loss = torch.nn.functional.cross_entropy(forward(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train

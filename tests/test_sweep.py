@@ -1,0 +1,89 @@
+"""The sweep plan through Hydra's public override parser: any sweep syntax, trials round the
+grid, the A/B side innermost; and a sweep always ends with its results.csv."""
+
+import json
+
+import pandas as pd
+import pytest
+from fixtures import FAST, attnbench
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from harness.sweep import PlanError, expand
+
+
+def plan(*overrides, trials=1):
+    return expand(OverridesParser.create().parse_overrides(list(overrides)), trials)
+
+
+def test_product_of_choices_and_ranges_in_order():
+    jobs = plan("attention=softmax,sdpa", "resolution=range(32,97,32)", "mode=infer")
+    assert len(jobs) == 6
+    assert jobs[0] == ["attention=softmax", "resolution=32", "mode=infer"]
+    assert jobs[-1] == ["attention=sdpa", "resolution=96", "mode=infer"]
+
+
+def test_trials_go_round_the_grid_and_revisions_alternate():
+    jobs = plan("revision=a,b", "resolution=32,64", trials=2)
+    assert [" ".join(j) for j in jobs] == [
+        f"resolution={r} revision={v} trial={t}"
+        for t in (0, 1)
+        for r in (32, 64)
+        for v in ("a", "b")
+    ]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("resolution=interval(32,64)", "interval sweeps cannot be enumerated"),
+        ("trial=0,1", "trial cannot be swept"),
+    ],
+)
+def test_what_cannot_be_planned_is_refused(override, message):
+    with pytest.raises(PlanError, match=message):
+        plan(override)
+
+
+def test_glob_and_choice_sweeps_count_right_and_end_in_results_and_report(tmp_path):
+    done = attnbench(
+        "attention=glob(s*)",
+        "resolution=choice(32,48)",
+        "model.depth=1",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert [line.split()[0] for line in lines] == [f"[{k}/6]" for k in range(1, 7)]
+    assert {line.split()[5] for line in lines} == {"sdpa", "softmax", "swin"}
+    written = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert sorted(zip(written["attention"], written["resolution"], strict=False)) == [
+        (name, res) for name in ("sdpa", "softmax", "swin") for res in (32, 48)
+    ]
+    assert (tmp_path / "reports" / "quick" / "report.html").is_file()
+    plan_file = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert len(plan_file["jobs"]) == 6
+
+
+def test_an_unwritable_plan_still_ends_in_results(tmp_path):
+    (tmp_path / "sweep" / "sweep.json").mkdir(parents=True)  # the plan cannot be written
+    done = attnbench(
+        "attention=softmax",
+        "resolution=32",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not write the sweep plan" in done.stderr
+    assert "[1/?]" in done.stdout
+    written = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert list(zip(written["attention"], written["status"], strict=False)) == [("softmax", "ok")]
+
+
+def test_an_interval_sweep_exits_2_before_measuring(tmp_path):
+    done = attnbench("resolution=interval(32,64)", f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "interval sweeps cannot be enumerated" in done.stderr
+    assert not list(tmp_path.rglob("result.json"))
