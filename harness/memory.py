@@ -4,8 +4,10 @@ are in place (so set-up copies, like float32 weights cast to bfloat16, are not i
 
 On a GPU: the CUDA caching allocator's peak, reset at begin (it starts from what is resident:
 weights, input). On the CPU: the kernel's resident high-water mark (VmHWM), reset at begin
-through /proc/self/clear_refs, minus the resident set when the meter was made: what this cell
-added, not the process's history.
+through /proc/self/clear_refs, minus the resident set when the meter was made and minus the
+file-backed pages (library code) that became resident meanwhile: what this cell allocated, not
+the process's history, and not how much of libtorch it happened to touch (which varies between
+installations by tens of MB).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ class MemoryMeter:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.source = ""
-        self.baseline_kib = 0 if device.type == "cuda" else _status_kib("VmRSS") or 0
+        cpu = device.type != "cuda"
+        self.baseline_kib = (_status_kib("VmRSS") or 0) if cpu else 0
+        self.file_kib = (_status_kib("RssFile") or 0) if cpu else 0
 
     def begin(self) -> None:
         if self.device.type == "cuda":
@@ -43,7 +47,7 @@ class MemoryMeter:
             return
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.source = "cpu:vmhwm_after_reset-minus-start_rss"
+            self.source = "cpu:vmhwm_after_reset-minus-start_rss-minus-file_pages"
         except OSError:
             self.source = "cpu:ru_maxrss-minus-start_rss"
 
@@ -58,4 +62,5 @@ class MemoryMeter:
         if peak_kib is None:
             self.source = "unavailable: /proc/self/status is not readable"
             return None
-        return max(peak_kib - self.baseline_kib, 0) * 1024
+        file_growth = (_status_kib("RssFile") or self.file_kib) - self.file_kib
+        return max(peak_kib - self.baseline_kib - file_growth, 0) * 1024

@@ -14,8 +14,10 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import signal
+import sys
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -116,7 +118,13 @@ def run(target: str, args: tuple[Any, ...], timeout_s: float) -> Outcome:
     receive, send = _CONTEXT.Pipe(duplex=False)
     kills_before = cgroup_oom_kills()
     process = _CONTEXT.Process(target=_child, args=(target, args, send), daemon=True)
-    process.start()
+    # multiprocessing re-runs the launching script (`__main__`) in each child; a cell needs
+    # nothing from it, and re-running it costs time and memory (and breaks unguarded scripts).
+    launcher, sys.modules["__main__"] = sys.modules["__main__"], types.ModuleType("__main__")
+    try:
+        process.start()
+    finally:
+        sys.modules["__main__"] = launcher
     send.close()
     fields: dict[str, Any] = {}
     outcome: Outcome | None = None

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fixtures import FAST, config
@@ -103,3 +104,16 @@ def test_the_check_imports_neither_torch_nor_matplotlib(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_script_without_a_main_guard_can_measure(tmp_path):
+    """The measuring process does not re-run the launching script (multiprocessing would)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from harness import worker\nprint(worker.run('worker_targets:fine', (), 60).status)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
