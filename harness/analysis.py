@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import paper, rows
+from . import paper, rows, stats
 
 
 def numeric(table: pd.DataFrame, column: str) -> pd.Series:
@@ -21,6 +21,94 @@ def trusted(table: pd.DataFrame, column: str) -> pd.Series:
         return numeric(table, column).where(False)
     valid = table["energy_valid"].map(lambda v: v is True or str(v).lower() == "true")
     return numeric(table, column).where(valid)
+
+
+STATUS_RANK = {"ok": 0, "skipped_oom": 1, "oom": 2, "error": 3}
+MEDIANS = [
+    "throughput_img_s",
+    "latency_ms",
+    "latency_ms_p10",
+    "latency_ms_p90",
+    "energy_j_per_img",
+    "sampled_energy_j_per_img",
+    "avg_power_w",
+    "idle_power_w",
+    "peak_mem_bytes",
+    "harness_s",
+]
+
+
+def _truth(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: v is True or str(v).strip().lower() == "true")
+
+
+def aggregate(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (and revision): medians over its ok trials, `trials`, and a 95% interval
+    of throughput and latency (`*_lo`, `*_hi`) with `interval` saying what it is made of: over
+    trials where there are several, else the window's p10..p90 steps (a spread, not an
+    interval of the median). Timing and energy are valid only if every trial's were."""
+    if table.empty:
+        return table
+    keyed = table.assign(
+        _key=table.apply(rows.identity, axis=1, columns=rows.IDENTITY + ("revision",))
+    )
+    out = []
+    for _, group in keyed.groupby("_key", sort=False):
+        ok = group[group["status"] == "ok"]
+        worst = max(group["status"], key=lambda s: STATUS_RANK.get(s, 3))
+        base = (ok if len(ok) else group).iloc[0].to_dict()
+        base |= {"status": "ok" if len(ok) == len(group) else worst, "trials": len(group)}
+        if len(ok) < len(group) and len(ok):
+            base["error"] = "; ".join(
+                sorted(set(group.loc[group["status"] != "ok", "error"].astype(str)))
+            )
+        for column in MEDIANS:
+            if column in ok:
+                base[column] = pd.to_numeric(ok[column], errors="coerce").median()
+        for column in ("timing_valid", "energy_valid"):
+            if column in ok and len(ok):
+                base[column] = bool(_truth(ok[column]).all())
+        base |= _intervals(ok)
+        out.append(base)
+    return pd.DataFrame(out).drop(columns="_key")
+
+
+def _intervals(ok: pd.DataFrame) -> dict[str, float | str]:
+    if ok.empty or "latency_ms" not in ok:
+        return {}
+    latency = pd.to_numeric(ok["latency_ms"], errors="coerce").dropna()
+    throughput = pd.to_numeric(ok["throughput_img_s"], errors="coerce").dropna()
+    if len(latency) > 1 and len(throughput) > 1:
+        _, lat_lo, lat_hi = stats.trial_interval(latency.to_numpy())
+        _, thr_lo, thr_hi = stats.trial_interval(throughput.to_numpy())
+        return {
+            "latency_lo": lat_lo,
+            "latency_hi": lat_hi,
+            "throughput_lo": thr_lo,
+            "throughput_hi": thr_hi,
+            "interval": f"95% over {len(ok)} trials",
+        }
+    row = ok.iloc[0]
+    p10, p90 = float(row["latency_ms_p10"]), float(row["latency_ms_p90"])
+    batch = float(row["batch_size"])
+    return {
+        "latency_lo": p10,
+        "latency_hi": p90,
+        "throughput_lo": 1e3 * batch / p90,
+        "throughput_hi": 1e3 * batch / p10,
+        "interval": "p10..p90 of one window's steps",
+    }
+
+
+def by_revision(name: str, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A run's cells aggregated over trials, one entry per revision measured."""
+    revisions = table["revision"].fillna("").astype(str) if "revision" in table else None
+    if revisions is None or revisions.nunique() < 2:
+        return {name: aggregate(table)}
+    return {
+        f"{name}@{rev or 'checkout'}": aggregate(table[revisions == rev])
+        for rev in dict.fromkeys(revisions)
+    }
 
 
 def headline_resolution(table: pd.DataFrame) -> int | None:
@@ -138,7 +226,11 @@ CELL_COLUMNS = {
     "dtype": "dtype",
     "batch_size": "batch",
     "status": "status",
+    "trials": "trials",
     "throughput_img_s": "img/s",
+    "throughput_lo": "img/s low",
+    "throughput_hi": "img/s high",
+    "interval": "interval",
     "latency_ms": "ms/batch",
     "energy_j_per_img": "J/img",
     "peak_gb": "peak GB",
@@ -148,7 +240,11 @@ CELL_COLUMNS = {
 
 
 def cell_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Every cell of an aggregated run, with its throughput interval."""
     cells = table.assign(peak_gb=table["peak_mem_bytes"] / 1e9, gflops=table["flops"] / 1e9)
+    for column in ("trials", "throughput_lo", "throughput_hi", "interval"):
+        if column not in cells:
+            cells[column] = None
     cells["energy_j_per_img"] = trusted(table, "energy_j_per_img")
     cells = cells[list(CELL_COLUMNS)].rename(columns=CELL_COLUMNS)
     return cells.sort_values(["attention", "model", "res", "mode"])

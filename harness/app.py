@@ -119,6 +119,19 @@ def job(raw: DictConfig) -> None:
     sys.stdout.flush()
 
 
+def quote_revisions(argv: list[str]) -> list[str]:
+    """`revision=HEAD~1,HEAD` as Hydra's grammar needs it (`~` and `^` only inside quotes)."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if key.lstrip("+") == "revision" and eq and value[:1] not in ("'", '"'):
+            refs = value.split(",")
+            arg = f"{key}=" + ",".join(r if r == "null" else f"'{r}'" for r in refs)
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """The console script."""
+    sys.argv[1:] = quote_revisions(sys.argv[1:])
     job()

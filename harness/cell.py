@@ -8,7 +8,9 @@ from typing import Any
 
 import attention_zoo as zoo
 
+from . import revisions
 from .config import Config
+from .contention import usable_cpus
 from .rows import device_class
 
 MODES = ("infer", "train")
@@ -17,14 +19,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 class CellError(ValueError):
     """Bad input for a cell: the message names the valid choices."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def cuda_count() -> int:
@@ -77,8 +71,12 @@ def validate(cfg: Config) -> Config:
                 f"{p}; valid resolutions: {p}, {2 * p}, ..., e.g. 224, 1024, 9216"
             )
     if cfg.revision is not None:
-        raise CellError("revision: measuring another revision's zoo is not implemented yet")
-    if cfg.revision is None:
+        try:  # the measuring process checks the options against that revision's zoo
+            cfg.revision = revisions.resolve(cfg.revision)
+            revisions.export(cfg.revision)
+        except revisions.RevisionError as err:
+            raise CellError(str(err)) from None
+    else:
         if cfg.attention_name not in zoo.available():
             raise CellError(
                 f"unknown attention {cfg.attention_name!r}; "
@@ -97,9 +95,12 @@ def validate(cfg: Config) -> Config:
 
 
 def build(cfg: Config) -> zoo.ViT:
-    """The cell's model (on the current default device)."""
+    """The cell's model (on the current default device), from the zoo imported now: another
+    revision's, in a measuring process that activated one."""
+    import attention_zoo
+
     m = cfg.model
-    return zoo.ViT(
+    return attention_zoo.ViT(
         cfg.attention_name,
         m.depth,
         m.dim,
@@ -155,7 +156,10 @@ def describe(row: dict[str, Any]) -> str:
         return f"{cell} {row['status']}: {row['error']}".rstrip(": ")
     energy = row.get("energy_j_per_img")
     joules = f"{energy:.3g} J/img" if energy is not None else "J/img n/a"
-    return f"{cell} ok {row['throughput_img_s']:.3g} img/s {joules}"
+    line = f"{cell} ok {row['throughput_img_s']:.3g} img/s {joules}"
+    if row.get("timing_valid") is False:
+        line += f" UNTRUSTED timing: {str(row.get('timing_note')).split('; ')[0]}"
+    return line
 
 
 def _differs(value: Any, default: Any) -> bool:

@@ -1,12 +1,21 @@
-"""`attnbench-check --baseline FILE --current RUN_DIR_OR_FILE`: did performance regress?
+"""`attnbench-check`: did performance regress? It fails closed.
 
-Cells are matched by identity. params, MACs, FLOPs and status must match exactly (ok -> oom is
-a regression). Throughput, latency, energy per image and peak memory compare by ratio within a
-tolerance per metric, widened by the spread (p10..p90) each row recorded, so noise is not called
-a regression. With --normalise REF, time and energy are first divided by the REF mechanism's
-cell of the same configuration in the same run, so a uniformly slower or busier machine passes.
+    attnbench-check --baseline FILE_OR_RUN --current RUN_OR_FILE [--tolerance METRIC=F ...]
+    attnbench-check --ab RUN_DIR          (the two revisions of one A/B sweep)
 
-Exit codes: 0 nothing regressed, 1 a regression (named), 2 unusable input.
+Cells are matched by identity (harness.rows). status, params, MACs and FLOPs must match exactly
+(ok -> oom is a regression). Throughput, latency, energy and peak memory are judged by their
+ratio current / baseline and a 95% bootstrap interval of it, from the raw samples: every timed
+step of every trial (energy and memory: one value per trial). With tolerance t, in the direction
+of "worse":
+  regressed     the ratio is worse than 1 + t and the interval excludes no change;
+  ok            the whole interval is within 1 + t (improved: also better than 1 - t);
+  inconclusive  anything else: noise too large to tell, or a row whose timing (or energy) was
+                flagged untrustworthy. No spread can make a comparison ok.
+
+Exit codes: 0 nothing regressed and every comparison decided; 1 a regression (named); 2 unusable
+input; 3 inconclusive (no regression found, but at least one comparison could not be decided).
+This module imports neither torch nor matplotlib.
 """
 
 from __future__ import annotations
@@ -14,17 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from . import rows as schema
-from .rows import SCHEMA_VERSION
+from . import stats
 
+EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 EXACT = ["status", "params", "macs", "flops"]
+STATUS_RANK = {"ok": 0, "skipped_oom": 1, "oom": 1, "error": 1}
 
 
 @dataclass(frozen=True)
@@ -32,26 +45,46 @@ class Metric:
     column: str
     higher_is_better: bool
     tolerance: float
-    noisy: bool  # widened by the rows' recorded latency spread
+    samples: str  # "steps" (per-step times exist) or "trials" (one value per trial only)
+    stat: str  # statistic of one window's steps: median or mean
+    timed: bool  # untrustworthy timing makes it inconclusive
     normalised: bool  # divided by the reference mechanism in --normalise mode
     unit: str
 
 
 METRICS = {
-    "throughput_img_s": Metric("throughput_img_s", True, 0.10, True, True, "img/s"),
-    "latency_ms": Metric("latency_ms", False, 0.10, True, True, "ms"),
-    "energy_j_per_img": Metric("energy_j_per_img", False, 0.10, True, True, "J/img"),
-    "peak_mem_bytes": Metric("peak_mem_bytes", False, 0.05, False, False, "bytes"),
+    "throughput_img_s": Metric(
+        "throughput_img_s", True, 0.10, "steps", "mean", True, True, "img/s"
+    ),
+    "latency_ms": Metric("latency_ms", False, 0.10, "steps", "median", True, True, "ms"),
+    "energy_j_per_img": Metric(
+        "energy_j_per_img", False, 0.10, "trials", "median", True, True, "J/img"
+    ),
+    "peak_mem_bytes": Metric("peak_mem_bytes", False, 0.05, "trials", "median", False, False, "B"),
 }
-STATUS_RANK = {"ok": 0, "error": 1, "oom": 1, "skipped_oom": 1}
 
 
 class UnusableInput(Exception):
     """Input the check cannot judge: exit code 2."""
 
 
+def _true(value: Any) -> bool:
+    return value is True or str(value).strip().lower() == "true"
+
+
+def _steps(value: Any) -> list[float] | None:
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    if isinstance(value, str) and value.startswith("["):
+        return [float(v) for v in json.loads(value)]
+    return None
+
+
+# ---------------------------------------------------------------- input
+
+
 def load(source: Path, role: str) -> pd.DataFrame:
-    """Rows from a results.csv or a sweep directory (its job dirs or its results.csv)."""
+    """Rows (one per trial) from a results.csv or a run directory; writes nothing."""
     if not source.exists():
         raise UnusableInput(f"{role} {source} does not exist")
     try:
@@ -65,70 +98,237 @@ def load(source: Path, role: str) -> pd.DataFrame:
         raise UnusableInput(
             f"{role} {source} is not an attnbench result (schema): no column {', '.join(missing)}"
         )
-    version = rows.get("schema_version", pd.Series([SCHEMA_VERSION])).dropna()
-    if not version.empty and int(version.max()) != SCHEMA_VERSION:
+    version = rows.get("schema_version", pd.Series([schema.SCHEMA_VERSION])).dropna()
+    if not version.empty and int(version.max()) != schema.SCHEMA_VERSION:
         raise UnusableInput(
             f"{role} {source} has schema_version {int(version.max())}; this "
-            f"attnbench reads {SCHEMA_VERSION}: re-measure the baseline"
+            f"attnbench reads {schema.SCHEMA_VERSION}: re-measure the baseline"
         )
     rows = rows.copy()
-    numeric = ["params", "macs", "flops", "latency_ms_p10", "latency_ms_p90", *METRICS]
-    for column in (c for c in numeric if c in rows):
-        rows[column] = pd.to_numeric(rows[column], errors="coerce")
-    rows["device_class"] = rows["device"].map(schema.device_class)
-    rows["attention_options"] = rows.get("attention_options", pd.Series(dtype=object)).map(
-        lambda v: schema.canonical("attention_options", v)
-    )
+    for column in ("params", "macs", "flops", "latency_ms_p10", "latency_ms_p90", *METRICS):
+        if column in rows:
+            rows[column] = pd.to_numeric(rows[column], errors="coerce")
+    revision = rows.get("revision", pd.Series("", index=rows.index))
+    rows["revision"] = revision.map(lambda v: "" if pd.isna(v) else str(v))
     rows["cell"] = rows.apply(schema.identity, axis=1)
-    rows["spread"] = rows.apply(spread, axis=1)  # from raw times, before any normalising
-    duplicated = rows.duplicated("cell", keep=False)
-    if duplicated.any():
+    return rows
+
+
+def revisions_in(rows: pd.DataFrame) -> list[str]:
+    return sorted(set(rows["revision"]))
+
+
+def pick_revision(rows: pd.DataFrame, wanted: str | None, role: str) -> pd.DataFrame:
+    """One revision's rows: the only one, or the one `wanted` names (a commit prefix)."""
+    found = revisions_in(rows)
+    if wanted is None:
+        if len(found) > 1:
+            raise UnusableInput(
+                f"{role} holds several revisions ({', '.join(r or 'null' for r in found)}):"
+                " pick one with --revision, or compare them with --ab"
+            )
+        return rows
+    chosen = [r for r in found if wanted and r.startswith(wanted[:12])] or (
+        [""] if wanted == "null" and "" in found else []
+    )
+    if len(chosen) != 1:
         raise UnusableInput(
-            f"{role} {source} has {int(duplicated.sum())} rows for the same "
-            "cells; check one sweep at a time"
+            f"--revision {wanted}: {role} holds {', '.join(r or 'null' for r in found)}"
         )
-    return rows.set_index("cell")
+    return rows[rows["revision"] == chosen[0]]
 
 
-def spread(row: pd.Series) -> float:
-    """Half the p10..p90 range of the step time, relative to its median (0 when unknown)."""
-    try:
-        value = (row["latency_ms_p90"] - row["latency_ms_p10"]) / (2 * row["latency_ms"])
-    except (KeyError, TypeError, ZeroDivisionError):
-        return 0.0
-    return float(value) if pd.notna(value) and value > 0 else 0.0
+def ab_sides(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The baseline and current rows of an A/B sweep: its revisions in the order given."""
+    rows = load(run, "A/B run")
+    plan: dict[str, Any] = {}
+    if run.is_dir():
+        try:
+            plan = json.loads((run / "sweep.json").read_text())
+        except (OSError, ValueError):
+            plan = {}
+    order = [r["sha"] for r in plan.get("revisions", [])] or revisions_in(rows)
+    refs = {r["sha"]: r["ref"] for r in plan.get("revisions", [])}
+    present = [r for r in order if r in set(rows["revision"])]
+    if len(present) != 2:
+        raise UnusableInput(
+            f"--ab {run}: needs exactly two revisions, found {len(present)} "
+            f"({', '.join(r or 'null' for r in present) or 'none'}); sweep with revision=A,B"
+        )
+    a, b = present
+
+    def name(sha: str) -> str:
+        return f"{refs.get(sha, sha) or 'this checkout'} ({sha or 'working tree'})"
+
+    label = f"{name(a)} -> {name(b)}"
+    return rows[rows["revision"] == a], rows[rows["revision"] == b], label
 
 
 def normalise(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Time and energy of each cell divided by the reference mechanism's same configuration."""
-    out = rows.copy()
+    """Each trial's times and energy divided by the reference mechanism's, same configuration,
+    same trial and revision: a uniformly slower machine cancels out, a change relative to the
+    reference does not. The reference's steps are divided by their own median."""
     others = [c for c in schema.IDENTITY if c not in ("attention", "attention_options")]
-    config = rows.apply(lambda r: schema.identity(r, others), axis=1)
+    slot = rows.apply(lambda r: schema.identity(r, others + list(schema.SAMPLE)), axis=1)
     is_ref = (rows["attention"] == reference) & (rows["status"] == "ok")
-    ref = rows[is_ref].set_index(config[is_ref])
-    if ref.empty:
+    if not is_ref.any():
         raise UnusableInput(
             f"--normalise {reference}: no ok {reference} cell in the run; "
             f"mechanisms present: {', '.join(sorted(set(rows['attention'])))}"
         )
-    keys = config.to_numpy()
+    ref = rows[is_ref].set_index(slot[is_ref])
+    ref = ref[~ref.index.duplicated()]
+    out = rows.copy()
+    matched = ref.reindex(slot.to_numpy())
     for metric in METRICS.values():
-        if not metric.normalised or metric.column not in rows:
-            continue
-        base = ref[metric.column].reindex(keys).to_numpy()
-        out[metric.column] = rows[metric.column].to_numpy() / base
+        if metric.normalised and metric.column in rows:
+            base = matched[metric.column].to_numpy()
+            out[metric.column] = rows[metric.column].to_numpy() / base
+    ref_median = matched["latency_ms"].to_numpy()
+    if "step_times_ms" in rows:
+        out["step_times_ms"] = [
+            None if steps is None or not np.isfinite(m) else [s / m for s in steps]
+            for steps, m in zip(rows["step_times_ms"].map(_steps), ref_median, strict=True)
+        ]
+    for column in ("latency_ms_p10", "latency_ms_p90"):
+        if column in rows:
+            out[column] = rows[column].to_numpy() / ref_median
     return out
 
 
+# ---------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """One cell's trials on one side."""
+
+    name: str
+    rows: pd.DataFrame
+    status: str = "ok"
+    exact: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> Cell:
+        statuses = list(rows["status"])
+        worst = max(statuses, key=lambda s: STATUS_RANK.get(s, 1))
+        exact = {
+            c: rows[c].dropna().iloc[0] if rows[c].notna().any() else None
+            for c in EXACT[1:]
+            if c in rows
+        }
+        return cls(cell_name(rows.iloc[0]), rows, worst, exact)
+
+    @property
+    def trials(self) -> int:
+        return len(self.rows)
+
+    def trusted(self, metric: Metric) -> bool:
+        ok = self.rows[self.rows["status"] == "ok"]
+        if metric.timed and "timing_valid" in ok and not ok["timing_valid"].map(_true).all():
+            return False
+        if metric.column == "energy_j_per_img" and "energy_valid" in ok:
+            return bool(ok["energy_valid"].map(_true).all())
+        return True
+
+    def value(self, metric: Metric) -> float | None:
+        values = self.rows.loc[self.rows["status"] == "ok", metric.column].dropna()
+        return float(values.median()) if len(values) else None
+
+    def per_trial(self, metric: Metric) -> list[float]:
+        """The metric's value in each ok trial."""
+        values = self.rows.loc[self.rows["status"] == "ok", metric.column].dropna()
+        return [float(v) for v in values if v > 0]
+
+    def paired(self, other: Cell, metric: Metric) -> list[tuple[float, float]]:
+        """(this, other) values of the trials both sides measured ok."""
+
+        def by_trial(cell: Cell) -> dict[int, float]:
+            ok = cell.rows[(cell.rows["status"] == "ok") & cell.rows[metric.column].notna()]
+            return {int(t): float(v) for t, v in zip(ok["trial"], ok[metric.column], strict=True)}
+
+        mine, theirs = by_trial(self), by_trial(other)
+        return [(mine[t], theirs[t]) for t in sorted(mine) if t in theirs]
+
+    def steps(self) -> list[list[float]] | None:
+        """Every timed step of each ok trial (None when the rows do not have them)."""
+        ok = self.rows[self.rows["status"] == "ok"]
+        steps = [_steps(v) for v in ok.get("step_times_ms", pd.Series(dtype=object))]
+        return [s for s in steps if s] if steps and all(steps) else None
+
+
+def cells(rows: pd.DataFrame) -> dict[str, Cell]:
+    return {key: Cell.of(group) for key, group in rows.groupby("cell", sort=False)}
+
+
+def cell_name(line: dict[str, Any] | pd.Series) -> str:
+    """A row's cell in words (its options only when it has some)."""
+    options = schema.canonical("attention_options", line.get("attention_options"))
+    shown = "" if options == "{}" else f" {options}"
+    return (
+        f"{line['attention']}{shown} {line['model']} {line['resolution']}px "
+        f"b{line['batch_size']} {line['mode']} {line['dtype']} "
+        f"{schema.device_class(line['device'])}"
+    )
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def judge(point: float, lo: float, hi: float, tol: float, higher_is_better: bool) -> str:
+    """The verdict for a ratio and its interval, in the direction of "worse"."""
+    worse, worse_lo, worse_hi = (1 / point, 1 / hi, 1 / lo) if higher_is_better else (point, lo, hi)
+    if worse > 1 + tol and worse_lo > 1:
+        return "regressed"
+    if worse_hi <= 1 + tol:
+        return "improved" if worse < 1 - tol and worse_hi < 1 else "ok"
+    return "inconclusive"
+
+
+def ratio(
+    base: Cell, cur: Cell, metric: Metric, paired: bool = False
+) -> tuple[float, float, float, str]:
+    """current / baseline, its interval, and what the interval is made of: trials when both
+    sides have several (paired by trial in a same-run A/B, where both sides of a trial ran
+    back to back), else the steps of the one window, else the recorded p10..p90."""
+    if paired:
+        pairs = base.paired(cur, metric)
+        if len(pairs) > 1:
+            point, lo, hi = stats.paired_ratio([b for b, _ in pairs], [c for _, c in pairs])
+            return point, lo, hi, f"paired t interval over {len(pairs)} trials"
+    b, c = base.per_trial(metric), cur.per_trial(metric)
+    if min(len(b), len(c)) > 1:
+        point, lo, hi = stats.trial_ratio(b, c)
+        return point, lo, hi, f"t interval over {len(b)} and {len(c)} trials"
+    bs, cs = base.steps(), cur.steps()
+    if metric.samples == "steps" and bs and cs:
+        stat = np.mean if metric.stat == "mean" else np.median
+        if metric.higher_is_better:  # throughput: images over summed step times
+            point, lo, hi = stats.ratio(cs, bs, stat)  # base time / current time
+        else:
+            point, lo, hi = stats.ratio(bs, cs, stat)
+        return point, lo, hi, "bootstrap of one window's steps"
+    bv, cv = base.value(metric), cur.value(metric)
+    assert bv is not None and cv is not None
+    point = cv / bv
+    if metric.samples == "steps":  # old rows without raw steps: the recorded p10..p90 envelope
+        b10, b90 = base.rows["latency_ms_p10"].median(), base.rows["latency_ms_p90"].median()
+        c10, c90 = cur.rows["latency_ms_p10"].median(), cur.rows["latency_ms_p90"].median()
+        if metric.higher_is_better:
+            return point, b10 / c90, b90 / c10, "p10..p90 envelope"
+        return point, c10 / b90, c90 / b10, "p10..p90 envelope"
+    return point, point, point, "one value per side"
+
+
 def compare(
-    baseline: pd.DataFrame,
-    current: pd.DataFrame,
+    baseline: dict[str, Cell],
+    current: dict[str, Cell],
     tolerances: dict[str, float],
-    spread_factor: float = 1.0,
+    paired: bool = False,
 ) -> pd.DataFrame:
-    """One line per compared cell and metric, with a verdict."""
-    common = baseline.index.intersection(current.index)
-    if common.empty:
+    """One line per compared cell and metric, with its verdict and why."""
+    common = [key for key in baseline if key in current]
+    if not common:
         raise UnusableInput(
             "baseline and current have no cell in common (identity: "
             + ", ".join(schema.IDENTITY)
@@ -136,104 +336,218 @@ def compare(
         )
     lines = []
     for key in common:
-        b, c = baseline.loc[key], current.loc[key]
-        cell = {"cell": cell_name(c)}
+        b, c = baseline[key], current[key]
+        line = {"cell": c.name}
         for column in EXACT:
-            if column not in b or column not in c:
+            bv = b.status if column == "status" else b.exact.get(column)
+            cv = c.status if column == "status" else c.exact.get(column)
+            if bv is None and cv is None:
                 continue
-            bv, cv = b[column], c[column]
-            if pd.isna(bv) and pd.isna(cv) or bv == cv:
+            if bv == cv or (pd.isna(bv) and pd.isna(cv)):
                 verdict = "ok"
             elif column == "status":
+                rank_b, rank_c = STATUS_RANK.get(str(bv), 1), STATUS_RANK.get(str(cv), 1)
                 verdict = (
-                    "regressed"
-                    if STATUS_RANK.get(cv, 1) > STATUS_RANK.get(bv, 1)
-                    else "improved"
-                    if STATUS_RANK.get(cv, 1) < STATUS_RANK.get(bv, 1)
-                    else "changed"
+                    "regressed" if rank_c > rank_b else "improved" if rank_c < rank_b else "changed"
                 )
             else:
                 verdict = "changed"
             lines.append(
-                cell
+                line
                 | {
                     "metric": column,
                     "baseline": bv,
                     "current": cv,
-                    "ratio": None,
-                    "allowed": "exact",
                     "verdict": verdict,
+                    "why": "exact",
                 }
             )
-        if b.get("status") != "ok" or c.get("status") != "ok":
+        if b.status != "ok" or c.status != "ok":
             continue
-        noise = b["spread"] + c["spread"]
         for name, metric in METRICS.items():
-            bv, cv = b.get(metric.column), c.get(metric.column)
-            if bv is None or cv is None or pd.isna(bv) or pd.isna(cv) or bv <= 0:
+            bv, cv = b.value(metric), c.value(metric)
+            if bv is None or cv is None or bv <= 0 or cv <= 0:
                 continue
-            ratio = cv / bv
-            tol = tolerances.get(name, metric.tolerance) + (
-                spread_factor * noise if metric.noisy else 0.0
+            tol = tolerances.get(name, metric.tolerance)
+            point, lo, hi, source = ratio(b, c, metric, paired)
+            trusted = b.trusted(metric) and c.trusted(metric)
+            verdict = (
+                judge(point, lo, hi, tol, metric.higher_is_better) if trusted else "inconclusive"
             )
-            worse = ratio < 1 - tol if metric.higher_is_better else ratio > 1 + tol
-            better = ratio > 1 + tol if metric.higher_is_better else ratio < 1 - tol
+            why = (
+                source if trusted else f"untrustworthy {'energy' if 'energy' in name else 'timing'}"
+            )
+            if trusted and verdict == "inconclusive":
+                why = f"noise: interval spans the tolerance ({source})"
             lines.append(
-                cell
+                line
                 | {
                     "metric": name,
                     "baseline": bv,
                     "current": cv,
-                    "ratio": ratio,
+                    "ratio": point,
+                    "interval": f"{lo:.3g}..{hi:.3g}",
                     "allowed": f"{'>=' if metric.higher_is_better else '<='} "
-                    f"{1 - tol if metric.higher_is_better else 1 + tol:.3f}",
-                    "verdict": "regressed" if worse else "improved" if better else "ok",
+                    f"{1 - tol if metric.higher_is_better else 1 + tol:.3g}",
+                    "verdict": verdict,
+                    "why": why,
                 }
             )
     return pd.DataFrame(lines)
 
 
-def cell_name(line: dict[str, Any] | pd.Series) -> str:
-    """A row's cell in words (its options only when it has some)."""
-    options = "" if line["attention_options"] in ("{}", "") else f" {line['attention_options']}"
-    return (
-        f"{line['attention']}{options} {line['model']} {line['resolution']}px "
-        f"b{line['batch_size']} {line['mode']} {line['dtype']} {line['device_class']}"
-    )
+# ---------------------------------------------------------------- output
 
 
-def github_benchmark(current: pd.DataFrame, bigger: bool) -> list[dict[str, Any]]:
+def github_benchmark(current: dict[str, Cell], bigger: bool) -> list[dict[str, Any]]:
     """github-action-benchmark `customBiggerIsBetter` / `customSmallerIsBetter` entries."""
     entries = []
-    for _, row in current.iterrows():
-        if row.get("status") != "ok":
+    for cell in current.values():
+        if cell.status != "ok":
             continue
-        name = cell_name(row)
         for metric in METRICS.values():
-            value = row.get(metric.column)
-            if metric.higher_is_better != bigger or value is None or pd.isna(value):
+            value = cell.value(metric)
+            if metric.higher_is_better != bigger or value is None:
                 continue
-            entry = {"name": f"{name} {metric.column}", "unit": metric.unit, "value": float(value)}
-            if metric.noisy and metric.column == "latency_ms":
-                entry["range"] = (
-                    f"p10 {row['latency_ms_p10']:.4g} .. p90 {row['latency_ms_p90']:.4g}"
+            entry: dict[str, Any] = {
+                "name": f"{cell.name} {metric.column}",
+                "unit": metric.unit,
+                "value": value,
+            }
+            if metric.column == "latency_ms":
+                p10, p90 = (
+                    cell.rows["latency_ms_p10"].median(),
+                    cell.rows["latency_ms_p90"].median(),
                 )
+                entry["range"] = f"p10 {p10:.4g} .. p90 {p90:.4g}"
             entries.append(entry)
     return entries
 
 
-def main(argv: list[str] | None = None) -> int:
+def report(
+    table: pd.DataFrame, baseline: dict[str, Cell], current: dict[str, Cell], mode: str
+) -> int:
+    """The table, new and missing cells, and one verdict line; returns the exit code."""
+    with pd.option_context(
+        "display.max_rows",
+        None,
+        "display.width",
+        250,
+        "display.max_colwidth",
+        70,
+        "display.float_format",
+        "{:.4g}".format,
+    ):
+        columns = [
+            c
+            for c in (
+                "cell",
+                "metric",
+                "baseline",
+                "current",
+                "ratio",
+                "interval",
+                "allowed",
+                "verdict",
+                "why",
+            )
+            if c in table
+        ]
+        print(table[columns].astype(object).fillna("").to_string(index=False))
+    new = [c.name for k, c in current.items() if k not in baseline]
+    missing = [c.name for k, c in baseline.items() if k not in current]
+    for label, names in (("new (not in baseline)", new), ("missing (not in current)", missing)):
+        for name in names:
+            print(f"{label}: {name}")
+    trials = min(c.trials for c in [*baseline.values(), *current.values()])
+    if trials < 2:
+        print(
+            "note: one trial per cell: intervals see only the noise within one window, not "
+            "between runs; measure with trials=3 (or more) for verdicts that hold up"
+        )
+    cells_compared = table["cell"].nunique()
+    extra = f" ({len(new)} new, {len(missing)} missing)" if new or missing else ""
+    bad = table[table["verdict"].isin(["regressed", "changed"])]
+    unsure = table[table["verdict"] == "inconclusive"]
+    if not bad.empty:
+        named = "; ".join(f"{r.cell} {r.metric} {_change(r)}" for r in bad.itertuples())
+        print(
+            f"attnbench-check: REGRESSION in {bad['cell'].nunique()} of {cells_compared} "
+            f"cells{mode}: {named}{extra}"
+        )
+        return EXIT_REGRESSED
+    if not unsure.empty:
+        named = "; ".join(f"{r.cell} {r.metric} ({r.why})" for r in unsure.itertuples())
+        print(
+            f"attnbench-check: INCONCLUSIVE: {unsure['cell'].nunique()} of {cells_compared} "
+            f"cells could not be judged{mode}, none regressed: {named}{extra}"
+        )
+        return EXIT_INCONCLUSIVE
+    print(f"attnbench-check: OK: {cells_compared} cells compared{mode}, nothing regressed{extra}")
+    return EXIT_OK
+
+
+def _change(line: Any) -> str:
+    if getattr(line, "ratio", None) is None or pd.isna(line.ratio):
+        return f"{line.baseline} -> {line.current}"
+    return f"{line.ratio:.3f}x (interval {line.interval}, allowed {line.allowed})"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"tolerance": {}, "normalise": None}
+    if args.config is not None:
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UnusableInput(f"config {args.config} is unreadable: {err}") from None
+        unknown = set(loaded) - set(out)
+        if unknown:
+            raise UnusableInput(
+                f"config {args.config}: unknown keys {sorted(unknown)}; valid: {', '.join(out)}"
+            )
+        out |= {k: v for k, v in loaded.items() if v is not None}
+    for item in args.tolerance:
+        name, _, value = item.partition("=")
+        try:
+            out["tolerance"][name] = float(value)
+        except ValueError:
+            raise UnusableInput(f"--tolerance {item!r} is not METRIC=FRACTION") from None
+    unknown = set(out["tolerance"]) - set(METRICS)
+    if unknown:
+        raise UnusableInput(
+            f"unknown metric {', '.join(sorted(unknown))} in tolerances; "
+            f"valid: {', '.join(METRICS)}"
+        )
+    bad = {k: v for k, v in out["tolerance"].items() if not 0 <= v < 1}
+    if bad:
+        raise UnusableInput(f"tolerances are fractions in [0, 1): {bad}")
+    if args.normalise:
+        out["normalise"] = args.normalise
+    return out
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="attnbench-check",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--baseline", type=Path, required=True, help="results.csv or run dir")
-    parser.add_argument("--current", type=Path, required=True, help="run dir or results.csv")
+    parser.add_argument("--baseline", type=Path, help="results.csv or run dir")
+    parser.add_argument("--current", type=Path, help="run dir or results.csv")
     parser.add_argument(
-        "--config",
-        type=Path,
-        help="YAML: tolerance: {metric: fraction}, normalise: REF, spread_factor: k",
+        "--ab", type=Path, metavar="RUN_DIR", help="compare an A/B sweep's revisions"
+    )
+    parser.add_argument(
+        "--revision", help="in a run of several revisions, the one to check (commit prefix)"
+    )
+    parser.add_argument(
+        "--exact-only", action="store_true", help="only status, params, MACs, FLOPs"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="YAML: tolerance: {metric: fraction}, normalise: REF"
     )
     parser.add_argument(
         "--tolerance",
@@ -243,109 +557,45 @@ def main(argv: list[str] | None = None) -> int:
         help=f"allowed relative change; metrics: {', '.join(METRICS)}",
     )
     parser.add_argument("--normalise", metavar="REF", help="compare relative to mechanism REF")
-    parser.add_argument(
-        "--spread-factor",
-        type=float,
-        help="multiples of the recorded spread added to each tolerance (default 1)",
-    )
     parser.add_argument("--github-bigger", type=Path, help="write customBiggerIsBetter JSON")
     parser.add_argument("--github-smaller", type=Path, help="write customSmallerIsBetter JSON")
     args = parser.parse_args(argv)
+    if (args.ab is None) == (args.baseline is None or args.current is None):
+        parser.error("give --baseline and --current, or --ab RUN_DIR")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
     try:
-        settings = _settings(args)
-        baseline = load(args.baseline, "baseline")
-        current = load(args.current, "current")
-        raw_current = current
-        if settings["normalise"]:
-            baseline = normalise(baseline, settings["normalise"])
-            current = normalise(current, settings["normalise"])
-        table = compare(baseline, current, settings["tolerance"], settings["spread_factor"])
+        config = settings(args)
+        if args.ab is not None:
+            base_rows, cur_rows, label = ab_sides(args.ab)
+            mode = f" (A/B {label})"
+        else:
+            base_rows = pick_revision(load(args.baseline, "baseline"), args.revision, "baseline")
+            cur_rows = pick_revision(load(args.current, "current"), args.revision, "current")
+            mode = ""
+        raw_current = cells(cur_rows)
+        if config["normalise"]:
+            base_rows = normalise(base_rows, config["normalise"])
+            cur_rows = normalise(cur_rows, config["normalise"])
+            mode += f", normalised to {config['normalise']}"
+        baseline, current = cells(base_rows), cells(cur_rows)
+        table = compare(baseline, current, config["tolerance"], paired=args.ab is not None)
     except UnusableInput as err:
         print(f"attnbench-check: unusable input: {err}", file=sys.stderr)
-        return 2
+        return EXIT_UNUSABLE
+    if args.exact_only:
+        table = table[table["metric"].isin(EXACT)]
+        mode += ", exact metrics only"
     for path, bigger in ((args.github_bigger, True), (args.github_smaller, False)):
         if path is not None:
             path.write_text(json.dumps(github_benchmark(raw_current, bigger), indent=1))
-    return report(table, baseline, current, settings)
+    if config["normalise"]:
+        print(f"(time and energy above are relative to {config['normalise']} in the same run)")
+    return report(table, baseline, current, mode)
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings: dict[str, Any] = {"tolerance": {}, "normalise": None, "spread_factor": 1.0}
-    if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise UnusableInput(f"config {args.config} is unreadable: {err}") from None
-        unknown = set(loaded) - set(settings)
-        if unknown:
-            raise UnusableInput(
-                f"config {args.config}: unknown keys {sorted(unknown)}; valid: "
-                f"{', '.join(settings)}"
-            )
-        settings |= {k: v for k, v in loaded.items() if v is not None}
-    for item in args.tolerance:
-        name, _, value = item.partition("=")
-        try:
-            settings["tolerance"][name] = float(value)
-        except ValueError:
-            raise UnusableInput(f"--tolerance {item!r} is not METRIC=FRACTION") from None
-    unknown = set(settings["tolerance"]) - set(METRICS)
-    if unknown:
-        raise UnusableInput(
-            f"unknown metric {', '.join(sorted(unknown))} in tolerances; "
-            f"valid: {', '.join(METRICS)}"
-        )
-    if args.normalise:
-        settings["normalise"] = args.normalise
-    if args.spread_factor is not None:
-        settings["spread_factor"] = args.spread_factor
-    return settings
-
-
-def report(
-    table: pd.DataFrame, baseline: pd.DataFrame, current: pd.DataFrame, settings: dict[str, Any]
-) -> int:
-    new = current.index.difference(baseline.index)
-    missing = baseline.index.difference(current.index)
-    shown = table[["cell", "metric", "baseline", "current", "ratio", "allowed", "verdict"]]
-    with pd.option_context(
-        "display.max_rows",
-        None,
-        "display.width",
-        200,
-        "display.max_colwidth",
-        60,
-        "display.float_format",
-        "{:.4g}".format,
-    ):
-        print(shown.to_string(index=False))
-    for label, keys, side in (
-        ("new (not in baseline)", new, current),
-        ("missing (not in current)", missing, baseline),
-    ):
-        for key in keys:
-            print(f"{label}: {cell_name(side.loc[key])}")
-    bad = shown[shown["verdict"].isin(["regressed", "changed"])]
-    mode = f", normalised to {settings['normalise']}" if settings["normalise"] else ""
-    cells = shown["cell"].nunique()
-    extra = f" ({len(new)} new, {len(missing)} missing)" if len(new) or len(missing) else ""
-    if settings["normalise"]:
-        print(
-            f"(time and energy values above are relative to {settings['normalise']} in the "
-            "same run)"
-        )
-    if bad.empty:
-        print(f"attnbench-check: OK: {cells} cells compared{mode}, nothing regressed{extra}")
-        return 0
-    named = "; ".join(f"{r.cell} {r.metric} {_change(r)}" for r in bad.itertuples())
-    print(
-        f"attnbench-check: REGRESSION in {bad['cell'].nunique()} of {cells} cells{mode}: "
-        f"{named}{extra}"
-    )
-    return 1
-
-
-def _change(line: Any) -> str:
-    if line.ratio is None or pd.isna(line.ratio):
-        return f"{line.baseline} -> {line.current}"
-    return f"{line.ratio:.3f}x (allowed {line.allowed})"
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,9 +12,12 @@ from typing import Any
 
 import torch
 
-from . import cell, energy, flops, provenance
+from . import cell, energy, flops, provenance, revisions
+from . import nvml as nv
 from .config import Config
+from .contention import CpuContention, GpuClocks, TimingCheck, usable_cpus
 from .memory import MemoryMeter
+from .meter import Meter
 from .timing import Timer, Timing
 from .workload import make_step
 
@@ -34,7 +37,19 @@ def counts(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any
 
 def count(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Only the counts: for a cell that is not run (skipped after an OOM)."""
+    if cfg.revision:
+        use_revision(cfg)
     return counts(cfg, send)
+
+
+def use_revision(cfg: Config) -> None:
+    """Import that revision's zoo, and check the cell's options against it (bad -> invalid)."""
+    revisions.activate(str(cfg.revision))
+    try:
+        with torch.device("meta"):
+            cell.build(cfg)
+    except ValueError as err:
+        raise cell.CellError(f"at revision {cfg.revision}: {err}") from None
 
 
 def limit_address_space(limit_gb: float | None) -> None:
@@ -50,6 +65,8 @@ def limit_address_space(limit_gb: float | None) -> None:
 def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Everything the row gets from measuring; `send` ships early results to the parent."""
     torch.set_num_threads(cfg.threads or 1)
+    if cfg.revision:
+        use_revision(cfg)
     send(counts(cfg, send))
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -61,7 +78,7 @@ def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, An
     row["energy_source"] = meter.source
     row["idle_power_w"] = meter.idle_power_w(cfg.energy.idle_s) if cfg.energy.idle_s > 0 else None
 
-    memory = MemoryMeter(device)  # before the model exists: its weights count
+    memory: Meter[int | None] = MemoryMeter(device)  # before the model exists: weights count
     limit_address_space(cfg.memory_limit_gb if device.type == "cpu" else None)
     step = make_step(cfg, device)
     memory.begin()  # after the set-up: the peak is the step's, with weights and input resident
@@ -69,10 +86,37 @@ def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, An
     warmup_s = timer.warm_up()
     if cfg.compile:
         row["compile_s"] = warmup_s
+    checks = trust_meters(cfg, device)
     readings: list[energy.EnergyReading] = []
-    timing = timer.measure(on_begin=meter.begin, on_end=lambda: readings.append(meter.end()))
+    verdicts: list[TimingCheck] = []
+
+    def begin() -> None:
+        for check in checks:
+            check.begin()
+        meter.begin()
+
+    def end() -> None:
+        readings.append(meter.end())
+        verdicts.extend(check.end() for check in checks)
+
+    timing = timer.measure(on_begin=begin, on_end=end)
     row["peak_mem_bytes"], row["mem_source"] = memory.end(), memory.source
+    row["timing_valid"] = all(v.valid for v in verdicts)
+    row["timing_note"] = "; ".join(v.note for v in verdicts if v.note)
     return row | summarise(timing, readings[0], cfg.batch_size)
+
+
+def trust_meters(cfg: Config, device: torch.device) -> list[Meter[TimingCheck]]:
+    """What tells whether this cell's timing can be trusted: the CPU always (a GPU cell's launch
+    thread needs a core too), the GPU's clocks where NVML can read them."""
+    checks: list[Meter[TimingCheck]] = [CpuContention(cfg.threads or 1, usable_cpus())]
+    if device.type == "cuda":
+        try:
+            lib = nv.load()
+            checks.append(GpuClocks(lib, nv.handle(lib, energy.gpu_uuid(device))))
+        except nv.Unavailable:
+            pass
+    return checks
 
 
 def summarise(timing: Timing, reading: energy.EnergyReading, batch: int) -> dict[str, Any]:

@@ -101,8 +101,12 @@ def _markdown_table(table: pd.DataFrame) -> str:
 
 
 def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
-    """Write report.md (+ PNGs) and a self-contained report.html into out_dir."""
+    """Write report.md (+ PNGs) and a self-contained report.html into out_dir. Each run's rows
+    are aggregated over trials first; a run of several revisions shows each as its own run."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    runs = {
+        k: v for name, table in runs.items() for k, v in analysis.by_revision(name, table).items()
+    }
     sections: list[Section] = []
     if (side := analysis.comparison(runs)) is not None:
         sections.append(

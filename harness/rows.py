@@ -56,6 +56,10 @@ COLUMNS: dict[str, str] = {
     "window_s": "wall seconds of the timed window (energy is read over the same window)",
     "step_times_ms": "every timed step, ms, in order (JSON list): the raw samples of the check",
     "throughput_img_s": "images per second over the timed window (batch x steps / time)",
+    "timing_valid": "false when the window's timing cannot be trusted (CPU contention, GPU "
+    "throttling; thresholds in the README)",
+    "timing_note": "the evidence: CPU share, run-queue wait, switches, load; GPU clocks, "
+    "throttle reasons, temperature; first why timing_valid is false",
     "energy_j_per_img": "energy per image over the window, J (empty when not measured)",
     "sampled_energy_j_per_img": "NVML power samples integrated over the same window, J/img",
     "dram_energy_j_per_img": "RAPL DRAM energy per image, J (CPU, where exposed)",

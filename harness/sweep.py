@@ -40,7 +40,9 @@ def expand(overrides: Sequence[Override], trials: int) -> list[list[str]]:
     """Every job's overrides: the product of the sweeps, repeated `trials` times.
 
     Trials go round the whole grid (all cells once, then all again), so the repeats of one cell
-    are apart in time and a burst of noise cannot hit all of them.
+    are apart in time and a burst of noise cannot hit all of them. The A/B sides of a cell run
+    back to back, A first in even trials and B first in odd ones, so an effect of going first
+    or second cancels out of the paired comparison.
     """
     values: dict[str, list[str]] = {}
     for override in overrides:
@@ -66,13 +68,54 @@ def expand(overrides: Sequence[Override], trials: int) -> list[list[str]]:
         raise PlanError(f"trials must be >= 1, got {trials}")
     if trials == 1:
         return grid
-    return [job + [f"trial={t}"] for t in range(trials) for job in grid]
+    sides = len(values.get(INNERMOST, [None]))
+    out = []
+    for t in range(trials):
+        for start in range(0, len(grid), sides):
+            block = grid[start : start + sides]
+            out += [job + [f"trial={t}"] for job in (block[::-1] if t % 2 else block)]
+    return out
 
 
-def write_plan(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
+def pin_revisions(jobs: list[list[str]]) -> tuple[list[list[str]], list[dict[str, str]]]:
+    """Each `revision=REF` resolved to its commit once, for every job of the sweep, and that
+    commit's zoo exported; `revision=null` is this checkout's own. Returns the jobs and the
+    revisions in the order given (the first is the A/B baseline)."""
+    from . import revisions
+
+    pinned: dict[str, str] = {}
+    out = []
+    for job in jobs:
+        fixed = []
+        for override in job:
+            key, _, ref = override.partition("=")
+            ref = ref.strip("'\"")
+            if key == "revision" and ref != "null":
+                if ref not in pinned:
+                    try:
+                        pinned[ref] = revisions.resolve(ref)
+                        revisions.export(pinned[ref])
+                    except revisions.RevisionError as err:
+                        raise PlanError(str(err)) from None
+                override = f"revision={pinned[ref]}"
+            elif key == "revision":
+                pinned.setdefault(ref, "")
+            fixed.append(override)
+        out.append(fixed)
+    return out, [{"ref": ref, "sha": sha} for ref, sha in pinned.items()]
+
+
+def write_plan(
+    sweep_dir: Path, name: str, jobs: list[list[str]], revisions: list[dict[str, str]]
+) -> None:
     rows.write_json(
         sweep_dir / PLAN_FILE,
-        {"sweep_name": name, "started": time.time(), "jobs": [" ".join(j) for j in jobs]},
+        {
+            "sweep_name": name,
+            "started": time.time(),
+            "jobs": [" ".join(j) for j in jobs],
+            "revisions": revisions,
+        },
     )
 
 
@@ -96,12 +139,12 @@ def run(
     parser = OverridesParser.create(config_loader=context.config_loader)
     try:
         wanted = [f"{k}={v}" for k, v in params.items()] + list(arguments)
-        jobs = expand(parser.parse_overrides(wanted), int(config.trials))
+        jobs, revisions = pin_revisions(expand(parser.parse_overrides(wanted), int(config.trials)))
     except PlanError as err:
         print(f"attnbench: error: {err}", file=sys.stderr)
         sys.exit(2)
     try:
-        write_plan(sweep_dir, str(config.sweep_name), jobs)
+        write_plan(sweep_dir, str(config.sweep_name), jobs, revisions)
     except OSError as err:  # progress loses its denominator; measuring goes on
         print(f"attnbench: warning: could not write the sweep plan: {err}", file=sys.stderr)
     print(f"attnbench: {len(jobs)} cells -> {sweep_dir}", flush=True)
@@ -146,6 +189,12 @@ def summary(table: Any, jobs: list[list[str]]) -> str:
     """Counts by status, and the planned jobs that never wrote a row."""
     counts = table["status"].value_counts().to_dict() if "status" in table else {}
     line = f"{len(table)} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    if "timing_valid" in table:
+        ok = table[table["status"] == "ok"]
+        untrusted = int((ok["timing_valid"].astype(str).str.lower() == "false").sum())
+        line += f"; {untrusted} of {len(ok)} ok cells have untrustworthy timing"
+        if untrusted:
+            line += " (see timing_note; the check will not call them ok)"
     written = set(table["overrides"].dropna()) if "overrides" in table else set()
     missing = [" ".join(j) for j in jobs if " ".join(j) not in written]
     if missing:

@@ -1,202 +1,313 @@
-"""attnbench-check: verdicts and exit codes on synthetic runs."""
+"""attnbench-check: verdicts from raw samples, failing closed, on doctored rows."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from fixtures import row
 
 from harness import check
 
+CELLS = (("softmax", 400.0), ("sdpa", 450.0), ("linear_infsa", 500.0))
 
-def run(**change) -> pd.DataFrame:
-    """A small run: three mechanisms at two resolutions, with a 2% recorded spread."""
+
+def trial_rows(
+    trials=3, noise=0.02, drift=0.01, seed=0, revision="", slow=None, steps=200, **change
+):
+    """A run: three mechanisms at two resolutions, `trials` trials each, every timed step kept.
+
+    Steps are lognormal around the cell's step time (`noise` within a window, `drift` between
+    trials); `slow` = {mechanism: factor} makes a mechanism slower; `change` = {mechanism:
+    {column: value}} edits its rows afterwards.
+    """
+    rng = np.random.default_rng(seed)
     rows = []
-    for res in (64, 128):
-        for name, thr in (("softmax", 400.0), ("sdpa", 450.0), ("linear_infsa", 500.0)):
-            thr = thr * 64 / res
-            values = row(name, res, throughput=thr, model="small", device="cpu", energy=0.5)
-            for key, factor in change.get(name, {}).items():
-                values[key] = values[key] * factor if isinstance(factor, float) else factor
-            rows.append(values)
-    frame = pd.DataFrame(rows)
-    # a uniformly slower machine: every time-derived number scales together
-    slow = change.get("machine", 1.0)
-    for column in ("latency_ms", "latency_ms_p10", "latency_ms_p90", "energy_j_per_img"):
-        frame[column] *= slow
-    frame["throughput_img_s"] /= slow
-    return frame
+    for trial in range(trials):
+        for res in (64, 128):
+            for name, thr in CELLS:
+                ms = 1000 / (thr * 64 / res) * (slow or {}).get(name, 1.0)
+                ms *= np.exp(rng.normal(0, drift))
+                times = ms * np.exp(rng.normal(0, noise, steps))
+                values = row(
+                    name,
+                    res,
+                    model="small",
+                    device="cpu",
+                    energy=0.5,
+                    trial=trial,
+                    revision=revision,
+                )
+                values |= {
+                    "step_times_ms": json.dumps(list(np.round(times, 6))),
+                    "latency_ms": float(np.median(times)),
+                    "latency_ms_p10": float(np.quantile(times, 0.1)),
+                    "latency_ms_p90": float(np.quantile(times, 0.9)),
+                    "throughput_img_s": 1000 / float(np.mean(times)),
+                    "timing_valid": True,
+                    "energy_j_per_img": 0.5 * ms / 2.5,
+                }
+                values |= change.get(name, {})
+                rows.append(values)
+    return pd.DataFrame(rows)
 
 
-def write(tmp_path, name, frame):
-    path = tmp_path / f"{name}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
+def run(tmp_path, capsys, current, *flags, baseline=None):
+    paths = []
+    for name, frame in (("base", trial_rows() if baseline is None else baseline), ("cur", current)):
+        path = tmp_path / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(str(path))
+    code = check.main(["--baseline", paths[0], "--current", paths[1], *flags])
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def verdict(tmp_path, capsys, current, *flags, baseline=None):
-    base = write(tmp_path, "base", run() if baseline is None else baseline)
-    code = check.main(["--baseline", base, "--current", write(tmp_path, "cur", current), *flags])
-    return code, capsys.readouterr()
+def verdicts(out: str, metric: str) -> dict[str, str]:
+    """cell name -> verdict of one metric, from the printed table."""
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if metric in parts:
+            at = parts.index(metric)
+            verdict = [p for p in parts[at:] if p in check_verdicts()]
+            if verdict and not line.startswith("attnbench-check"):
+                found[" ".join(parts[:at])] = verdict[0]
+    return found
 
 
-def test_identical_runs_pass(tmp_path, capsys):
-    code, out = verdict(tmp_path, capsys, run())
-    assert code == 0
-    assert "OK: 6 cells compared, nothing regressed" in out.out
+def check_verdicts():
+    return {"ok", "regressed", "improved", "inconclusive", "changed"}
 
 
-def test_one_mechanism_30_percent_slower_fails_and_is_named(tmp_path, capsys):
-    slower = {
-        "throughput_img_s": 1 / 1.3,
-        "latency_ms": 1.3,
-        "latency_ms_p10": 1.3,
-        "latency_ms_p90": 1.3,
-    }
-    code, out = verdict(tmp_path, capsys, run(sdpa=slower))
-    assert code == 1
-    verdict_line = out.out.strip().splitlines()[-1]
-    assert "REGRESSION in 2 of 6 cells" in verdict_line
-    assert "sdpa small 64px" in verdict_line and "throughput_img_s 0.769x" in verdict_line
-    assert "linear_infsa" not in verdict_line and "softmax small" not in verdict_line
+def test_an_identical_rerun_is_ok(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys, trial_rows(seed=1))
+    assert code == check.EXIT_OK, out
+    assert "OK: 6 cells compared, nothing regressed" in out
+
+
+def test_one_mechanism_30_percent_slower_regresses_and_is_named(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys, trial_rows(seed=1, slow={"sdpa": 1.3}))
+    assert code == check.EXIT_REGRESSED
+    last = out.strip().splitlines()[-1]
+    assert "REGRESSION in 2 of 6 cells" in last and "sdpa small 64px" in last
+    assert "linear_infsa" not in last and "softmax small" not in last
+    assert set(verdicts(out, "latency_ms").values()) == {"ok", "regressed"}
+
+
+def test_a_50x_regression_on_a_noisy_row_is_never_ok(tmp_path, capsys):
+    # within-window noise of 150% of the median and large drift between trials
+    base = trial_rows(noise=1.5, drift=0.5)
+    code, out, _ = run(
+        tmp_path, capsys, trial_rows(noise=1.5, drift=0.5, seed=1, slow={"sdpa": 50}), baseline=base
+    )
+    assert code == check.EXIT_REGRESSED
+    sdpa = {k: v for k, v in verdicts(out, "throughput_img_s").items() if k.startswith("sdpa")}
+    assert set(sdpa.values()) == {"regressed"}
+
+
+def test_without_raw_steps_a_huge_recorded_spread_cannot_make_it_pass(tmp_path, capsys):
+    """Old rows (no step_times_ms): the p10..p90 envelope widens the interval, so a slowdown
+    hidden by it is inconclusive, never ok; a 50x slowdown is still a regression."""
+    spread = {"step_times_ms": None}
+    base = trial_rows(trials=1, **{n: spread for n, _ in CELLS})
+    base["latency_ms_p10"] *= 0.2
+    base["latency_ms_p90"] *= 5
+    slower = trial_rows(
+        trials=1, seed=1, slow={"sdpa": 1.3, "linear_infsa": 50}, **{n: spread for n, _ in CELLS}
+    )
+    code, out, _ = run(tmp_path, capsys, slower, baseline=base)
+    assert code == check.EXIT_REGRESSED
+    latency = verdicts(out, "latency_ms")
+    assert {v for k, v in latency.items() if k.startswith("sdpa")} == {"inconclusive"}
+    assert {v for k, v in latency.items() if k.startswith("linear_infsa")} == {"regressed"}
+    assert "p10..p90 envelope" in out
+
+
+def test_noise_that_hides_a_regression_of_the_tolerance_is_inconclusive(tmp_path, capsys):
+    noisy = dict(noise=0.4, drift=0.25)
+    code, out, _ = run(
+        tmp_path,
+        capsys,
+        trial_rows(seed=1, slow={"sdpa": 1.12}, **noisy),
+        baseline=trial_rows(**noisy),
+    )
+    assert code == check.EXIT_INCONCLUSIVE, out
+    assert "INCONCLUSIVE" in out.splitlines()[-1] and "none regressed" in out.splitlines()[-1]
+    assert "noise: interval spans the tolerance" in out
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.3])
+def test_untrustworthy_timing_is_never_ok_and_never_a_regression(tmp_path, capsys, factor):
+    flagged = {"timing_valid": False, "timing_note": "threads waited for a CPU 37%"}
+    current = trial_rows(seed=1, slow={"sdpa": factor}, sdpa=flagged)
+    code, out, _ = run(tmp_path, capsys, current)
+    assert code == check.EXIT_INCONCLUSIVE
+    sdpa = {k: v for k, v in verdicts(out, "latency_ms").items() if k.startswith("sdpa")}
+    assert set(sdpa.values()) == {"inconclusive"} and "untrustworthy timing" in out
+    memory = {k: v for k, v in verdicts(out, "peak_mem_bytes").items() if k.startswith("sdpa")}
+    assert set(memory.values()) == {"ok"}  # memory does not depend on contention
 
 
 def test_ok_to_oom_is_a_regression(tmp_path, capsys):
-    code, out = verdict(tmp_path, capsys, run(linear_infsa={"status": "oom"}))
-    assert code == 1
-    assert "linear_infsa small 64px b1 infer bfloat16 cpu status ok -> oom" in out.out
+    code, out, _ = run(tmp_path, capsys, trial_rows(linear_infsa={"status": "oom"}))
+    assert code == check.EXIT_REGRESSED
+    assert "linear_infsa small 64px b1 infer bfloat16 cpu status ok -> oom" in out
 
 
 def test_changed_flops_is_a_regression(tmp_path, capsys):
-    code, out = verdict(tmp_path, capsys, run(softmax={"flops": 1.01}))
-    assert code == 1
-    assert "softmax small 128px b1 infer bfloat16 cpu flops" in out.out.splitlines()[-1]
+    code, out, _ = run(tmp_path, capsys, trial_rows(softmax={"flops": 123}))
+    assert code == check.EXIT_REGRESSED
+    assert "softmax small 128px b1 infer bfloat16 cpu flops" in out.splitlines()[-1]
 
 
-def test_noise_within_the_recorded_spread_passes(tmp_path, capsys):
-    # 12% slower is past the 10% tolerance, but each row recorded a +-5% p10..p90 spread
-    noisy = {
-        "throughput_img_s": 1 / 1.12,
-        "latency_ms": 1.12,
-        "latency_ms_p10": 1.12,
-        "latency_ms_p90": 1.12,
-        "energy_j_per_img": 1.12,
-    }
-    code, _ = verdict(tmp_path, capsys, run(sdpa=noisy))
-    assert code == 0
-    code, _ = verdict(tmp_path, capsys, run(sdpa=noisy), "--spread-factor", "0")
-    assert code == 1
-
-
-def test_uniformly_slower_machine_passes_when_normalised(tmp_path, capsys):
-    code, _ = verdict(tmp_path, capsys, run(machine=1.2), "--spread-factor", "0")
-    assert code == 1  # without normalising, the slower machine looks like a regression
-    code, out = verdict(
-        tmp_path, capsys, run(machine=1.2), "--normalise", "softmax", "--spread-factor", "0"
+def test_a_uniformly_slower_machine_passes_when_normalised(tmp_path, capsys):
+    slower = {name: 1.2 for name, _ in CELLS}
+    code, _, _ = run(tmp_path, capsys, trial_rows(seed=1, slow=slower))
+    assert code == check.EXIT_REGRESSED  # without normalising it looks like a regression
+    code, out, _ = run(tmp_path, capsys, trial_rows(seed=1, slow=slower), "--normalise", "softmax")
+    assert code == check.EXIT_OK and "normalised to softmax" in out
+    relative = slower | {"sdpa": 1.2 * 1.3}
+    code, out, _ = run(
+        tmp_path, capsys, trial_rows(seed=1, slow=relative), "--normalise", "softmax"
     )
-    assert code == 0 and "normalised to softmax" in out.out
-    slower = {
-        "throughput_img_s": 1 / 1.3,
-        "latency_ms": 1.3,
-        "latency_ms_p10": 1.3,
-        "latency_ms_p90": 1.3,
-    }
-    code, out = verdict(tmp_path, capsys, run(machine=1.2, sdpa=slower), "--normalise", "softmax")
-    assert code == 1 and "sdpa" in out.out.splitlines()[-1]
+    assert code == check.EXIT_REGRESSED and "sdpa" in out.splitlines()[-1]
 
 
 def test_new_and_missing_cells_are_listed(tmp_path, capsys):
-    current = run()
+    current = trial_rows(seed=1)
     current = pd.concat(
         [
             current[current["attention"] != "sdpa"],
             pd.DataFrame([row("swin", 64, model="small", device="cpu")]),
         ]
     )
-    code, out = verdict(tmp_path, capsys, current)
-    assert code == 0
-    assert "new (not in baseline): swin small 64px" in out.out
-    assert out.out.count("missing (not in current): sdpa") == 2
+    code, out, _ = run(tmp_path, capsys, current)
+    assert code == check.EXIT_OK
+    assert "new (not in baseline): swin small 64px" in out
+    assert sorted(line for line in out.splitlines() if line.startswith("missing")) == [
+        f"missing (not in current): sdpa small {res}px b1 infer bfloat16 cpu" for res in (128, 64)
+    ]
 
 
 @pytest.mark.parametrize("content", ["", "not,a\n\x00\x01", "attention,status\n"])
 def test_empty_or_corrupt_baseline_is_unusable(tmp_path, capsys, content):
     (tmp_path / "bad.csv").write_text(content)
+    trial_rows().to_csv(tmp_path / "cur.csv", index=False)
     code = check.main(
-        ["--baseline", str(tmp_path / "bad.csv"), "--current", write(tmp_path, "cur", run())]
+        ["--baseline", str(tmp_path / "bad.csv"), "--current", str(tmp_path / "cur.csv")]
     )
-    assert code == 2
+    assert code == check.EXIT_UNUSABLE
     err = capsys.readouterr().err
     assert err.startswith("attnbench-check: unusable input: baseline") and "Traceback" not in err
 
 
-def test_missing_baseline_and_no_common_cells_are_unusable(tmp_path, capsys):
+def test_missing_baseline_no_common_cells_schema_and_bad_tolerance_are_unusable(tmp_path, capsys):
+    trial_rows().to_csv(tmp_path / "cur.csv", index=False)
     code = check.main(
-        ["--baseline", str(tmp_path / "nope.csv"), "--current", write(tmp_path, "cur", run())]
+        ["--baseline", str(tmp_path / "nope.csv"), "--current", str(tmp_path / "cur.csv")]
     )
     assert code == 2 and "does not exist" in capsys.readouterr().err
-    other = run().assign(model="paper_4l")
-    code, out = verdict(tmp_path, capsys, other)
-    assert code == 2 and "no cell in common" in out.err
-
-
-def test_schema_mismatch_is_unusable(tmp_path, capsys):
-    code, out = verdict(tmp_path, capsys, run().assign(schema_version=99))
-    assert code == 2 and "schema_version 99" in out.err
+    code, _, err = run(tmp_path, capsys, trial_rows().assign(model="paper_4l"))
+    assert code == 2 and "no cell in common" in err
+    code, _, err = run(tmp_path, capsys, trial_rows().assign(schema_version=99))
+    assert code == 2 and "schema_version 99" in err
+    code, _, err = run(tmp_path, capsys, trial_rows(), "--tolerance", "speed=0.1")
+    assert code == 2 and "valid: throughput_img_s" in err
+    code, _, err = run(tmp_path, capsys, trial_rows(), "--tolerance", "latency_ms=3")
+    assert code == 2 and "fractions in [0, 1)" in err
 
 
 def test_tolerances_from_flags_and_config(tmp_path, capsys):
-    slower = {
-        "throughput_img_s": 1 / 1.3,
-        "latency_ms": 1.3,
-        "latency_ms_p10": 1.3,
-        "latency_ms_p90": 1.3,
-        "energy_j_per_img": 1.3,
-    }
-    code, _ = verdict(
-        tmp_path,
-        capsys,
-        run(sdpa=slower),
+    slower = trial_rows(seed=1, slow={"sdpa": 1.3})
+    loose = [
         "--tolerance",
         "throughput_img_s=0.5",
         "--tolerance",
         "latency_ms=0.5",
         "--tolerance",
         "energy_j_per_img=0.5",
-    )
-    assert code == 0
+    ]
+    code, _, _ = run(tmp_path, capsys, slower, *loose)
+    assert code == check.EXIT_OK
     config = tmp_path / "check.yaml"
     config.write_text(
         "tolerance: {throughput_img_s: 0.5, latency_ms: 0.5, energy_j_per_img: 0.5}\n"
     )
-    code, _ = verdict(tmp_path, capsys, run(sdpa=slower), "--config", str(config))
-    assert code == 0
-    code, out = verdict(tmp_path, capsys, run(), "--tolerance", "speed=0.1")
-    assert code == 2 and "valid: throughput_img_s" in out.err
+    code, _, _ = run(tmp_path, capsys, slower, "--config", str(config))
+    assert code == check.EXIT_OK
+
+
+def test_ab_compares_the_two_revisions_of_one_run(tmp_path, capsys):
+    both = pd.concat(
+        [
+            trial_rows(revision="aaaaaaaaaaaa"),
+            trial_rows(seed=1, revision="bbbbbbbbbbbb", slow={"linear_infsa": 1.3}),
+        ]
+    )
+    for i, values in enumerate(both.to_dict("records")):
+        from harness.rows import write_row
+
+        write_row(tmp_path / "run" / f"job{i}", values)
+    plan = {
+        "revisions": [
+            {"ref": "HEAD~1", "sha": "aaaaaaaaaaaa"},
+            {"ref": "HEAD", "sha": "bbbbbbbbbbbb"},
+        ]
+    }
+    (tmp_path / "run" / "sweep.json").write_text(json.dumps(plan))
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*"))
+    code = check.main(["--ab", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == check.EXIT_REGRESSED
+    assert "A/B HEAD~1 (aaaaaaaaaaaa) -> HEAD (bbbbbbbbbbbb)" in out.splitlines()[-1]
+    assert "linear_infsa small 64px" in out.splitlines()[-1]
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run").rglob("*")) == before
+    # the same run as a plain --current must say which revision to check
+    code = check.main(["--baseline", str(tmp_path / "run"), "--current", str(tmp_path / "run")])
+    assert code == 2 and "pick one with --revision" in capsys.readouterr().err
+    code = check.main(
+        [
+            "--baseline",
+            str(tmp_path / "run"),
+            "--current",
+            str(tmp_path / "run"),
+            "--revision",
+            "aaaa",
+            "--exact-only",
+        ]
+    )
+    assert code == check.EXIT_OK and "exact metrics only" in capsys.readouterr().out
+
+
+def test_ab_needs_two_revisions(tmp_path, capsys):
+    trial_rows().to_csv(tmp_path / "one.csv", index=False)
+    assert check.main(["--ab", str(tmp_path / "one.csv")]) == 2
+    assert "needs exactly two revisions, found 1" in capsys.readouterr().err
 
 
 def test_github_action_benchmark_json(tmp_path, capsys):
     bigger, smaller = tmp_path / "bigger.json", tmp_path / "smaller.json"
-    code, _ = verdict(
-        tmp_path, capsys, run(), "--github-bigger", str(bigger), "--github-smaller", str(smaller)
+    code, _, _ = run(
+        tmp_path,
+        capsys,
+        trial_rows(seed=1),
+        "--github-bigger",
+        str(bigger),
+        "--github-smaller",
+        str(smaller),
     )
-    assert code == 0
+    assert code == check.EXIT_OK
     up, down = json.loads(bigger.read_text()), json.loads(smaller.read_text())
     assert len(up) == 6 and all(e["unit"] == "img/s" and e["value"] > 0 for e in up)
-    assert {e["unit"] for e in down} == {"ms", "J/img", "bytes"}
-    assert all(set(e) >= {"name", "unit", "value"} for e in up + down)
+    assert {e["unit"] for e in down} == {"ms", "J/img", "B"}
 
 
-def test_current_as_a_run_dir_with_energy_unmeasured(tmp_path, capsys):
-    from harness.rows import write_row
-
-    for i, values in enumerate(run().to_dict("records")):
-        write_row(tmp_path / "sweep" / str(i), values | {"energy_j_per_img": None})
-    base = write(tmp_path, "base", run().assign(energy_j_per_img=None))
-    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "sweep").rglob("*"))
-    code = check.main(
-        ["--baseline", base, "--current", str(tmp_path / "sweep"), "--normalise", "softmax"]
-    )
-    assert code == 0, capsys.readouterr()
-    after = sorted(p.relative_to(tmp_path) for p in (tmp_path / "sweep").rglob("*"))
-    assert after == before  # the check reads its input and writes nothing into it
+def test_the_verdict_rule():
+    assert check.judge(1.3, 1.2, 1.4, 0.1, higher_is_better=False) == "regressed"
+    assert check.judge(1.3, 0.9, 1.7, 0.1, higher_is_better=False) == "inconclusive"
+    assert check.judge(1.05, 1.01, 1.09, 0.1, higher_is_better=False) == "ok"
+    assert check.judge(1.05, 1.01, 1.11, 0.1, higher_is_better=False) == "inconclusive"
+    assert check.judge(0.8, 0.75, 0.85, 0.1, higher_is_better=False) == "improved"
+    assert check.judge(1 / 1.3, 1 / 1.4, 1 / 1.2, 0.1, higher_is_better=True) == "regressed"
+    assert check.judge(50.0, 0.01, 5000.0, 0.1, higher_is_better=False) == "inconclusive"

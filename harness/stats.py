@@ -1,0 +1,116 @@
+"""Intervals from raw samples, for the check's verdicts and the report's error bars.
+
+With two or more trials a side (separate processes, apart in time: they carry the run-to-run
+variation one window cannot show), the interval of a ratio is Welch's t interval on the log of
+each trial's value: honest with few trials, where a bootstrap over three values is far too
+narrow. With one trial a side only the steps within one window are there to resample (a seeded
+bootstrap), which sees within-window noise only; the check says so. Same rows, same verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+RESAMPLES = 2000
+LEVEL = 0.95
+_BUDGET = 4_000_000  # values drawn per side per bootstrap: bounds time and memory
+
+Stat = Callable[..., np.ndarray]
+
+
+def _draws(trials: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat) -> np.ndarray:
+    """RESAMPLES values of `stat` over two-stage resamples of `trials`."""
+    k = len(trials)
+    lengths = np.array([len(t) for t in trials])
+    per_trial = int(max(1, min(lengths.max(), _BUDGET // (RESAMPLES * k))))
+    table = np.full((k, lengths.max()), np.nan)
+    for i, values in enumerate(trials):
+        table[i, : len(values)] = values
+    picks = rng.integers(0, k, (RESAMPLES, k)) if k > 1 else np.zeros((RESAMPLES, 1), int)
+    steps = (rng.random((RESAMPLES, k, per_trial)) * lengths[picks][..., None]).astype(int)
+    drawn = table[picks[..., None], steps].reshape(RESAMPLES, -1)
+    return stat(drawn, axis=1)
+
+
+def ratio(
+    base: Sequence[Sequence[float]],
+    current: Sequence[Sequence[float]],
+    stat: Stat = np.median,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """stat(current) / stat(base): the point estimate and a 95% bootstrap interval."""
+    b = [np.asarray(t, float) for t in base if len(t)]
+    c = [np.asarray(t, float) for t in current if len(t)]
+    point = float(stat(np.concatenate(c)) / stat(np.concatenate(b)))
+    rng = np.random.default_rng(seed)
+    draws = _draws(c, rng, stat) / _draws(b, rng, stat)
+    tail = (1 - LEVEL) / 2
+    lo, hi = np.quantile(draws, [tail, 1 - tail])
+    return point, float(min(lo, point)), float(max(hi, point))
+
+
+# Student's t, 97.5% quantile, by degrees of freedom (a two-sided 95% interval); between the
+# entries it is interpolated in 1/df, beyond the last it tends to the normal 1.960.
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+    60: 2.000,
+}
+
+
+def t975(df: float) -> float:
+    keys = sorted(_T975)
+    if df >= keys[-1]:
+        return float(np.interp(1 / df, [0, 1 / keys[-1]], [1.960, _T975[keys[-1]]]))
+    df = max(df, 1.0)
+    return float(
+        np.interp(1 / df, [1 / k for k in reversed(keys)], [_T975[k] for k in reversed(keys)])
+    )
+
+
+def trial_ratio(base: Sequence[float], current: Sequence[float]) -> tuple[float, float, float]:
+    """current / base from one value per trial (>= 2 a side): the ratio of geometric means and
+    Welch's 95% t interval on the logs."""
+    b, c = np.log(np.asarray(base, float)), np.log(np.asarray(current, float))
+    vb, vc = b.var(ddof=1) / len(b), c.var(ddof=1) / len(c)
+    se = float(np.sqrt(vb + vc))
+    df = (vb + vc) ** 2 / (vb**2 / (len(b) - 1) + vc**2 / (len(c) - 1)) if se > 0 else 1e9
+    diff = float(c.mean() - b.mean())
+    half = t975(df) * se
+    return float(np.exp(diff)), float(np.exp(diff - half)), float(np.exp(diff + half))
+
+
+def paired_ratio(base: Sequence[float], current: Sequence[float]) -> tuple[float, float, float]:
+    """current / base from trials measured in pairs (both sides of a trial back to back), so
+    what drifts over a run (load, heat) cancels within each pair: the median of the per-trial
+    ratios and its distribution-free (sign test) interval of at least 95% where the trials
+    allow it (6 or more; with fewer, their full range). One bad trial cannot move it."""
+    ratios = np.sort(np.asarray(current, float) / np.asarray(base, float))
+    n = len(ratios)
+    k = 0  # order statistics k+1 .. n-k bound the median with P(Binomial(n, 1/2) <= k) <= 2.5%
+    while math.comb(n, k + 1) and sum(math.comb(n, i) for i in range(k + 2)) / 2**n <= 0.025:
+        k += 1
+    return float(np.median(ratios)), float(ratios[k]), float(ratios[n - 1 - k])
+
+
+def trial_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """One value per trial (>= 2): the geometric mean and its 95% t interval."""
+    logs = np.log(np.asarray(values, float))
+    half = t975(len(logs) - 1) * float(logs.std(ddof=1)) / np.sqrt(len(logs))
+    mean = float(logs.mean())
+    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
