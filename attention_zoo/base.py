@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -43,13 +45,26 @@ def accum_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _HALF else x.dtype
 
 
+def full_precision(x: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast off, where it is on. Under autocast (training in bfloat16/float16), `@` casts
+    float32 inputs down to half precision, which would undo every float32 accumulation below."""
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()  # autocast off already, or a device it does not know (meta)
+
+
 def token_sum(a: Tensor, b: Tensor) -> Tensor:
     """a^T b summed over tokens (dim -2), accumulated and returned in at least float32.
 
     O(N) sums over ~332k tokens overflow float16 (and lose bits in bfloat16), silently turning
     outputs into zeros; half-precision inputs are promoted a chunk at a time, so the extra memory
-    is bounded by the chunk, not by N.
+    is bounded by the chunk, not by N. Autocast is off inside, so it stays float32 in training.
     """
+    with full_precision(a):
+        return _token_sum(a, b)
+
+
+def _token_sum(a: Tensor, b: Tensor) -> Tensor:
     acc = torch.promote_types(accum_dtype(a), accum_dtype(b))
     if a.dtype not in _HALF and b.dtype not in _HALF:
         return a.to(acc).transpose(-2, -1) @ b.to(acc)

@@ -17,7 +17,7 @@ def kernel_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor, eps: float) -> Ten
     """
     acc = accum_dtype(phi_k)
     kv = token_sum(phi_k, v)
-    k_sum = phi_k.sum(-2, keepdim=True, dtype=acc)
+    k_sum = phi_k.sum(-2, keepdim=True, dtype=acc)  # a reduction: float32 under autocast too
     scale = k_sum.amax(-1, keepdim=True)
     num = phi_q @ (kv / scale).to(phi_q.dtype)
     den = phi_q @ (k_sum / scale).to(phi_q.dtype).transpose(-2, -1)

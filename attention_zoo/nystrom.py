@@ -8,7 +8,7 @@ matrices run in float32 even under half precision (the iteration amplifies round
 import torch
 from torch import Tensor
 
-from .base import Attention, accum_dtype
+from .base import Attention, accum_dtype, full_precision
 from .registry import register
 
 
@@ -58,7 +58,9 @@ class Nystrom(Attention):
         q_land, k_land = segment_means(q, m), segment_means(k, m)
         kernel_1 = (q @ k_land.transpose(-2, -1)).softmax(dim=-1)
         acc = accum_dtype(q)
-        kernel_2 = (q_land.to(acc) @ k_land.to(acc).transpose(-2, -1)).softmax(dim=-1)
         kernel_3 = (q_land @ k.transpose(-2, -1)).softmax(dim=-1)
-        landmark_mix = iterative_pinv(kernel_2, self.pinv_iters) @ (kernel_3 @ v).to(acc)
-        return kernel_1 @ landmark_mix.to(v.dtype)
+        landmarks_v = (kernel_3 @ v).to(acc)
+        with full_precision(q):  # the pseudo-inverse amplifies rounding: float32 even in training
+            kernel_2 = (q_land.to(acc) @ k_land.to(acc).transpose(-2, -1)).softmax(dim=-1)
+            landmark_mix = iterative_pinv(kernel_2, self.pinv_iters) @ landmarks_v.to(acc)
+        return kernel_1 @ landmark_mix.to(kernel_1.dtype)

@@ -127,7 +127,13 @@ def ab(base: str, other: str, trials: int, scratch: Path) -> tuple[int, str, flo
         text=True,
     )
     shutil.rmtree(sweep, ignore_errors=True)
-    return done.returncode, done.stdout.strip().splitlines()[-1], wall
+    ratios = [
+        float(line.split()[line.split().index("latency_ms") + 3])
+        for line in done.stdout.splitlines()
+        if line.lstrip().startswith(VICTIM) and " latency_ms " in line
+    ]
+    achieved = f"{VICTIM} latency ratios {', '.join(f'{r:.3f}' for r in ratios)}; "
+    return done.returncode, achieved + done.stdout.strip().splitlines()[-1], wall
 
 
 TOLERANCE = ["--tolerance", "throughput_img_s=0.05", "--tolerance", "latency_ms=0.05"]
@@ -156,7 +162,7 @@ def main() -> None:
                 for kind, other in (("A/B", slow), ("A/A", noop)):
                     code, line, wall = ab(head, other, args.trials, Path(tmp))
                     results[kind].append((code, line, wall))
-                    print(f"{kind} run {r + 1}: exit {code} in {wall:.0f} s: {line[:240]}")
+                    print(f"{kind} run {r + 1}: exit {code} in {wall:.0f} s: {line[:300]}")
                     sys.stdout.flush()
         finally:
             if burner is not None:
@@ -165,8 +171,13 @@ def main() -> None:
 
 
 def summarise(results: dict[str, list[tuple[int, str, float]]], args: argparse.Namespace) -> None:
+    def verdict(line: str) -> str:
+        return line.split("attnbench-check: ", 1)[-1]
+
     detected = sum(
-        code == 1 and VICTIM in line and not re.search(r"(softmax|sdpa) small", line)
+        code == 1
+        and VICTIM in verdict(line)
+        and not re.search(r"(softmax|sdpa) small", verdict(line))
         for code, line, _ in results["A/B"]
     )
     passed = sum(code == 0 for code, _, _ in results["A/B"])

@@ -3,6 +3,7 @@ its own, and writes the cell's row as result.json in its job directory."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,18 +18,53 @@ from . import cell, config, gpus, provenance, rows, sweep, worker
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 config.register()
+stopping: list[dict[str, Any]] = []  # a cell stopped by SIGTERM: write its row, then stop too
 
 
-def measure(cfg: config.Config) -> tuple[dict[str, Any], str]:
+def cell_timeout(timeout_s: float, budget: tuple[float, str] | None) -> tuple[float, str]:
+    """The cell's own timeout: `timeout_s`, but inside what is left of the launcher's time
+    budget once the job has started, less a margin (5%, at least 10 s) for writing its row, so
+    a cell that runs too long is recorded as timed out instead of its job being killed."""
+    if budget is None:
+        return timeout_s, "timeout_s"
+    seconds, where = budget
+    inside = seconds - process_age() - max(10.0, 0.05 * seconds)
+    if inside >= timeout_s:
+        return timeout_s, "timeout_s"
+    return max(inside, 1.0), f"timeout_s, kept inside {where}"
+
+
+def process_age() -> float:
+    """Seconds since this process started (the job's start-up counts against its limit)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def measure(cfg: config.Config, uuid: str | None = None) -> tuple[dict[str, Any], str]:
     """The cell's complete row and the traceback of its failure ('' when none). Never raises
-    for what happens while measuring: that is the row's status."""
+    for what happens while measuring: that is the row's status. `uuid`: the leased GPU."""
     start = time.perf_counter()
     row = cell.fields(cfg) | provenance.host()
-    outcome = worker.run("harness.measure:measure", (cfg,), cfg.timeout_s)
+    timeout, why = cell_timeout(cfg.timeout_s, launcher_limit())
+    outcome = worker.run("harness.measure:measure", (cfg, uuid), timeout, why)
     row |= outcome.fields
     row["status"], row["error"] = outcome.status, outcome.message
     row["harness_s"] = time.perf_counter() - start
+    if outcome.terminated:
+        stopping.append(row)
     return row, outcome.traceback
+
+
+def launcher_limit() -> tuple[float, str] | None:
+    """The seconds a job may run under its launcher (submitit's timeout_min, less the
+    signal_delay_s before it at which submitit stops the job), and how that was worked out."""
+    if not HydraConfig.initialized():
+        return None
+    return sweep.launcher_budget(HydraConfig.get().launcher)
 
 
 def leased(cfg: config.Config) -> tuple[dict[str, Any], str]:
@@ -41,7 +77,7 @@ def leased(cfg: config.Config) -> tuple[dict[str, Any], str]:
         return cell.fields(cfg) | provenance.host() | {"status": "error", "error": str(err)}, ""
     try:
         cfg.device = held.device
-        return measure(cfg)
+        return measure(cfg, held.key)
     finally:
         held.release()
 
@@ -117,6 +153,9 @@ def job(raw: DictConfig) -> None:
     else:
         print(f"{cell.describe(row)}\nrow: {path}")
     sys.stdout.flush()
+    if stopping:
+        print(f"attnbench: stopped by SIGTERM; the cell's row says so: {path}", file=sys.stderr)
+        raise worker.Terminated(str(path))
 
 
 def quote_revisions(argv: list[str]) -> list[str]:

@@ -158,7 +158,7 @@ def ab_sides(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     a, b = present
 
     def name(sha: str) -> str:
-        return f"{refs.get(sha, sha) or 'this checkout'} ({sha or 'working tree'})"
+        return f"{refs.get(sha, sha)} ({sha})" if sha else "this checkout (working tree)"
 
     label = f"{name(a)} -> {name(b)}"
     return rows[rows["revision"] == a], rows[rows["revision"] == b], label

@@ -32,7 +32,7 @@ class TimingConfig:
 @dataclass
 class EnergyConfig:
     idle_s: float = 1.0  # idle power measured this long before each cell (0: skip)
-    sample_interval_s: float = 0.01  # NVML power sampling period
+    sample_interval_s: float = 0.05  # NVML power sampling period (instant power, 50 ms)
 
 
 @dataclass

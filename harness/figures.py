@@ -1,23 +1,29 @@
-"""The paper's efficiency figures, drawn from measured rows. Each function takes one run's rows
-(a DataFrame in the result schema) and returns a matplotlib Figure, or None if the rows cannot
-support it. Energy panels never show a zero for energy that was not measured."""
+"""The paper's efficiency figures, drawn from one run's cells (aggregated over trials by
+analysis.aggregate). Each function returns a Figure of its own (no pyplot state), or None where
+the cells cannot support it. Every figure draws what was measured: where energy is missing it
+draws what exists and says why in one line; intervals are drawn as error bars; cells whose timing
+was untrustworthy are drawn hollow or hatched, and the legend says so."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 import attention_zoo as zoo
 
-from .analysis import numeric, trusted
+from .analysis import numeric, trusted, untrusted
 
-TIER_COLOURS = {"O(N^2)": "#4c72b0", "O(N)": "#55a868", "O(N*w^2)": "#dd8452"}
+TIER_COLOURS = {"O(N^2)": "#4c72b0", "O(N*w^2)": "#dd8452", "O(N)": "#55a868"}
 STAR = "linear_infsa"
+UNTRUSTED = "untrustworthy timing"
 
 
 def tier(name: str) -> str:
@@ -27,239 +33,354 @@ def tier(name: str) -> str:
         return "unknown"
 
 
-def per_image_energy(rows: pd.DataFrame) -> pd.Series:
-    return trusted(rows, "energy_j_per_img")
-
-
 def in_registry_order(names: Iterable[str]) -> list[str]:
-    """The mechanisms present, in the registry's order (baselines first)."""
-    present = set(names)
-    return [n for n in zoo.available() if n in present]
+    """The mechanisms present, registry order first (baselines first), then any others."""
+    present = list(dict.fromkeys(names))
+    known = [n for n in zoo.available() if n in present]
+    return known + sorted(n for n in present if n not in known)
+
+
+def colours(names: Iterable[str] | None = None) -> dict[str, Any]:
+    """One colour per mechanism, the same in every figure: registry order over a palette as
+    long as the registry (husl past ten, so an eleventh mechanism gets its own)."""
+    order = in_registry_order([*zoo.available(), *(list(names) if names is not None else [])])
+    palette = sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order))
+    return dict(zip(order, palette, strict=True))
+
+
+def energy_note(rows: pd.DataFrame) -> str | None:
+    """Why energy is not drawn (None when it is): the sources' own reasons."""
+    if trusted(rows, "energy_j_per_img").notna().any():
+        return None
+    device = ", ".join(
+        sorted(set(rows.get("device_name", pd.Series(dtype=str)).dropna().astype(str)))
+    )
+    reasons = sorted(set(rows.get("energy_source", pd.Series(dtype=str)).dropna().astype(str)))
+    why = "; ".join(r.removeprefix("unavailable: ") for r in reasons) or "no energy source"
+    measured = trusted(rows.assign(energy_valid=True), "energy_j_per_img").notna().any()
+    if measured:
+        why = "energy was measured but flagged invalid (see energy_note)"
+    return f"Energy not measured on {device or 'this device'}: {why}."
 
 
 def _figure(ncols: int, width: float, height: float = 4.5) -> tuple[Figure, Any]:
-    """A Figure of its own (no pyplot state, no backend needed) with one row of axes."""
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
-def no_energy(ax: Any, rows: pd.DataFrame) -> None:
-    device = ", ".join(sorted(set(rows["device_name"].dropna().astype(str)))) or "this device"
-    ax.text(
-        0.5,
-        0.5,
-        f"energy not measured on {device}",
-        ha="center",
-        va="center",
-        transform=ax.transAxes,
-        wrap=True,
-    )
-    ax.set_xticks([])
-    ax.set_yticks([])
+def _note(fig: Figure, text: str | None) -> None:
+    if text:
+        fig.supxlabel(text, fontsize=9, color="#555555", wrap=True)
 
 
-def _ok(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[rows["status"] == "ok"]
+def _log_axis(axis: Any) -> None:
+    """Log scale with labelled ticks at 1, 2, 5 x 10^k, numbers not exponents."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _headline(rows: pd.DataFrame, resolution: int) -> pd.DataFrame:
+    cells = rows[(rows["resolution"] == resolution) & (rows["mode"] == "infer")]
+    return cells[cells["status"] == "ok"].drop_duplicates("attention").set_index("attention")
 
 
 def tiers(rows: pd.DataFrame, resolution: int) -> Figure:
-    """Throughput against J/img, colour = complexity tier, Linear-InfSA a red star."""
-    cells = _ok(rows[(rows["resolution"] == resolution) & (rows["mode"] == "infer")]).copy()
-    cells["energy"] = per_image_energy(cells)
-    fig, (ax,) = _figure(1, 7, 5)
-    ax.set_title(f"Complexity tiers at {resolution}², inference (top-left is best)")
-    if cells["energy"].isna().all():
-        no_energy(ax, rows)
-        return fig
-    for name, row in cells.dropna(subset=["energy"]).set_index("attention").iterrows():
+    """Throughput against energy per image (or, without energy, against peak memory): colour =
+    complexity tier, Linear-InfSA a red star, error bars = the throughput interval."""
+    cells = _headline(rows, resolution)
+    energy = trusted(cells.reset_index(), "energy_j_per_img").to_numpy()
+    note = energy_note(cells.reset_index())
+    if note is None:
+        x, xlabel = energy, "energy per image (J)"
+    else:
+        x, xlabel = numeric(cells, "peak_mem_bytes").to_numpy() / 2**20, "peak memory (MiB)"
+        note = f"{note} x is peak memory instead."
+    fig, (ax,) = _figure(1, 8, 5.5)
+    ax.set_title(f"Complexity tiers at {resolution}², inference (up and to the left is better)")
+    bad = untrusted(cells.reset_index()).to_numpy()
+    for i, (name, row) in enumerate(cells.iterrows()):
+        if not np.isfinite(x[i]):
+            continue
         star = name == STAR
+        colour = "red" if star else TIER_COLOURS.get(tier(str(name)), "grey")
+        thr = row["throughput_img_s"]
+        err = [[thr - row.get("throughput_lo", thr)], [row.get("throughput_hi", thr) - thr]]
+        ax.errorbar(x[i], thr, yerr=np.clip(err, 0, None), fmt="none", ecolor=colour, alpha=0.6)
         ax.scatter(
-            row["energy"],
-            row["throughput_img_s"],
-            s=260 if star else 80,
+            x[i],
+            thr,
+            s=300 if star else 90,
             marker="*" if star else "o",
-            color="red" if star else TIER_COLOURS.get(tier(name), "grey"),
-            edgecolor="black",
+            facecolor="none" if bad[i] else colour,
+            edgecolor="black" if not bad[i] else colour,
+            linewidths=1.5,
             zorder=3,
-            gid=name,
+            gid=str(name),
         )
-        ax.annotate(
-            name,
-            (row["energy"], row["throughput_img_s"]),
-            textcoords="offset points",
-            xytext=(6, 4),
-            fontsize=8,
-        )
+        ax.annotate(str(name), (x[i], thr), textcoords="offset points", xytext=(7, 5), fontsize=8)
     handles = [Line2D([], [], marker="o", ls="", color=c, label=t) for t, c in TIER_COLOURS.items()]
     handles.append(
-        Line2D([], [], marker="*", ls="", color="red", markersize=12, label="Linear-InfSA")
+        Line2D([], [], marker="*", ls="", color="red", markersize=13, label="Linear-InfSA")
     )
-    ax.legend(handles=handles, title="complexity tier")
-    ax.set_xlabel("energy per image (J)")
+    if bad.any():
+        handles.append(
+            Line2D([], [], marker="o", ls="", mfc="none", color="black", label=UNTRUSTED)
+        )
+    ax.legend(handles=handles, title="complexity tier", loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("throughput (img/s)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _log_axis(ax.xaxis)
+    _log_axis(ax.yaxis)
+    _note(fig, note)
     return fig
+
+
+def _bars(
+    ax: Any,
+    order: list[str],
+    values: pd.Series,
+    lo: pd.Series,
+    hi: pd.Series,
+    bad: pd.Series,
+    palette: dict[str, Any],
+) -> None:
+    y = np.arange(len(order))
+    v = values.reindex(order).to_numpy(float)
+    err = np.clip(
+        [v - lo.reindex(order).to_numpy(float), hi.reindex(order).to_numpy(float) - v], 0, None
+    )
+    bars = ax.barh(
+        y,
+        v,
+        xerr=np.nan_to_num(err),
+        color=[palette[n] for n in order],
+        error_kw={"ecolor": "black", "capsize": 3, "lw": 1},
+    )
+    for bar, flagged in zip(bars, bad.reindex(order).fillna(False), strict=True):
+        if flagged:
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+    ax.set_yticks(y, order)
+    ax.invert_yaxis()
 
 
 def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
-    """Speed-up over softmax and over sdpa, throughput, energy per image: inference bars."""
-    cells = _ok(rows[(rows["resolution"] == resolution) & (rows["mode"] == "infer")])
-    cells = cells.set_index("attention")
+    """Speed-up over softmax and over sdpa, throughput, and energy per image when measured:
+    inference at the headline size, intervals as error bars, untrusted cells hatched."""
+    cells = _headline(rows, resolution)
     order = in_registry_order(cells.index)
-    thr = cells["throughput_img_s"].reindex(order)
-    energy = per_image_energy(cells).reindex(order)
-    fig, axes = _figure(4, 18)
+    thr = numeric(cells, "throughput_img_s")
+    lo = numeric(cells, "throughput_lo").fillna(thr)
+    hi = numeric(cells, "throughput_hi").fillna(thr)
+    bad = untrusted(cells.reset_index()).set_axis(cells.index)
+    note = energy_note(cells.reset_index())
+    panels = 3 if note else 4
+    fig, axes = _figure(panels, 5 * panels, max(3.5, 0.45 * len(order) + 1.5))
     fig.suptitle(f"Efficiency dashboard, inference at {resolution}²")
-    for ax, baseline in zip(axes[:2], ("softmax", "sdpa"), strict=True):
-        ax.set_title(f"speed-up over {baseline}")
-        if baseline in thr.index:
-            sns.barplot(x=(thr / thr[baseline]).values, y=order, ax=ax, color="#4c72b0")
-            ax.axvline(1.0, color="black", lw=0.8)
-            ax.set_xlabel("x (throughput ratio)")
-        else:
+    palette = colours(order)
+    for ax, base in zip(axes[:2], ("softmax", "sdpa"), strict=True):
+        ax.set_title(f"speed-up over {base}")
+        if base not in thr.index:
             ax.text(
                 0.5,
                 0.5,
-                f"{baseline} did not run at {resolution}²",
+                f"{base} has no ok cell at {resolution}²",
                 ha="center",
                 transform=ax.transAxes,
             )
-    sns.barplot(x=thr.values, y=order, ax=axes[2], color="#55a868")
+            ax.set_axis_off()
+            continue
+        b, b_lo, b_hi = thr[base], lo[base], hi[base]
+        _bars(ax, order, thr / b, lo / b_hi, hi / b_lo, bad | bad.get(base, False), palette)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_xlabel("x (throughput ratio)")
+    _bars(axes[2], order, thr, lo, hi, bad, palette)
     axes[2].set_title("throughput")
     axes[2].set_xlabel("img/s")
-    axes[3].set_title("energy per image")
-    if energy.isna().all():
-        no_energy(axes[3], rows)
-    else:
-        sns.barplot(x=energy.values, y=order, ax=axes[3], color="#dd8452")
+    if not note:
+        energy = trusted(cells.reset_index(), "energy_j_per_img").set_axis(cells.index)
+        _bars(axes[3], order, energy, energy, energy, bad, palette)
+        axes[3].set_title("energy per image")
         axes[3].set_xlabel("J/img")
-    fig.tight_layout()
+    if bad.any():
+        fig.legend(
+            handles=[Patch(facecolor="grey", hatch="//", alpha=0.5, label=UNTRUSTED)],
+            loc="outside lower right",
+        )
+    _note(fig, note)
     return fig
 
 
-def _by_resolution(rows: pd.DataFrame, value: str, ylabel: str, title: str) -> Figure:
+def _by_resolution(
+    rows: pd.DataFrame,
+    value: str,
+    lo: str | None,
+    hi: str | None,
+    ylabel: str,
+    title: str,
+    note: str | None = None,
+) -> Figure:
     modes = [m for m in ("infer", "train") if m in set(rows["mode"])]
-    fig, row = _figure(len(modes), 7 * len(modes), 5)
+    fig, axes = _figure(len(modes), 7.5 * len(modes), 5.5)
     fig.suptitle(title)
-    palette = dict(
-        zip(zoo.available(), sns.color_palette("tab10", len(zoo.available())), strict=True)
-    )
-    for ax, mode in zip(row, modes, strict=True):
+    palette = colours(rows["attention"])
+    stopped = False
+    for ax, mode in zip(axes, modes, strict=True):
         subset = rows[rows["mode"] == mode]
         ax.set_title({"infer": "inference", "train": "training step"}[mode])
         if not (subset["status"] == "ok").any():
             ax.text(0.5, 0.5, "no cell completed", ha="center", transform=ax.transAxes)
             continue
-        oom_label = "OOM"
         for name in in_registry_order(subset["attention"]):
             mine = subset[subset["attention"] == name].sort_values("resolution")
             ok = mine[mine["status"] == "ok"]
             colour = palette[name]
             if not ok.empty:
-                ax.plot(
+                y = numeric(ok, value).to_numpy()
+                err = None
+                if lo and hi:
+                    err = np.clip(
+                        [y - numeric(ok, lo).to_numpy(), numeric(ok, hi).to_numpy() - y], 0, None
+                    )
+                ax.errorbar(
                     ok["resolution"],
-                    ok[value],
+                    y,
+                    yerr=None if err is None else np.nan_to_num(err),
                     marker="o",
                     color=colour,
                     label=name,
                     lw=3 if name == STAR else 1.5,
+                    capsize=2,
+                    mfc="white" if untrusted(ok).any() else colour,
                 )
-            oom = mine[mine["status"] == "oom"]
-            if not oom.empty:
-                last = ok[value].iloc[-1] if not ok.empty else subset[value].max()
-                ax.plot(
-                    [oom["resolution"].min()],
-                    [last],
-                    marker="x",
-                    ms=12,
-                    mew=3,
-                    ls="",
-                    color=colour,
-                    label=oom_label,
-                    gid=f"oom:{name}",
-                )
-                oom_label = "_nolegend_"
+            for status, marker in (("oom", "x"), ("kernel_limit", "^")):
+                where = mine[mine["status"] == status]
+                if not where.empty:
+                    last = (
+                        numeric(ok, value).iloc[-1]
+                        if not ok.empty
+                        else numeric(subset, value).max()
+                    )
+                    ax.plot(
+                        [where["resolution"].min()],
+                        [last],
+                        marker=marker,
+                        ms=12,
+                        mew=3,
+                        ls="",
+                        color=colour,
+                        gid=f"{status}:{name}",
+                    )
+                    stopped = True
         ax.set_xscale("log")
         ax.set_yscale("log")
         sides = sorted(set(subset["resolution"]))
         ax.set_xticks(sides, [str(s) for s in sides], rotation=45)
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
+        _log_axis(ax.yaxis)
         ax.set_xlabel("resolution (px per side)")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    if stopped:
+        handles += [
+            Line2D([], [], marker="x", ls="", color="black", mew=2, label="out of memory here"),
+            Line2D([], [], marker="^", ls="", color="black", label="kernel size limit here"),
+        ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    _note(fig, note)
     return fig
 
 
 def latency(rows: pd.DataFrame) -> Figure:
-    """Latency per image against resolution, log-log, x where a mechanism ran out of memory."""
-    rows = rows.assign(ms_per_img=rows["latency_ms"] / rows["batch_size"])
+    """Latency per image against resolution, log-log, with intervals; where a mechanism stops."""
+    batch = numeric(rows, "batch_size")
+    rows = rows.assign(
+        ms_per_img=numeric(rows, "latency_ms") / batch,
+        ms_lo=numeric(rows, "latency_lo") / batch,
+        ms_hi=numeric(rows, "latency_hi") / batch,
+    )
     return _by_resolution(
-        rows,
-        "ms_per_img",
-        "latency per image (ms)",
-        "Latency against resolution (x: out of memory)",
+        rows, "ms_per_img", "ms_lo", "ms_hi", "latency per image (ms)", "Latency against resolution"
     )
 
 
 def memory(rows: pd.DataFrame) -> Figure:
-    rows = rows.assign(peak_gib=rows["peak_mem_bytes"] / 2**30)
+    rows = rows.assign(peak_mib=numeric(rows, "peak_mem_bytes") / 2**20)
+    note = None
+    if "train" in set(rows["mode"]):
+        note = (
+            "Training runs under autocast, which keeps softmax's scores in float32 (twice the "
+            "bytes) for softmax, Linformer, Nystrom and Swin but not InfSA's."
+        )
     return _by_resolution(
-        rows, "peak_gib", "peak memory (GiB)", "Peak memory against resolution (x: out of memory)"
+        rows, "peak_mib", None, None, "peak memory (MiB)", "Peak memory against resolution", note
     )
 
 
 def depth(rows: pd.DataFrame, resolution: int) -> Figure | None:
-    """Throughput and energy per model depth, when the rows hold more than one depth."""
-    cells = _ok(rows[(rows["resolution"] == resolution) & (rows["mode"] == "infer")]).copy()
+    """Throughput (and energy, when measured) per model depth, when there is more than one."""
+    cells = rows[
+        (rows["resolution"] == resolution) & (rows["mode"] == "infer") & (rows["status"] == "ok")
+    ]
     if cells["depth"].nunique() < 2:
         return None
-    cells["energy"] = per_image_energy(cells)
-    cells["model"] = cells["model"] + " (" + cells["depth"].astype(str) + "L)"
-    fig, axes = _figure(2, 14)
+    cells = cells.assign(
+        energy=trusted(cells, "energy_j_per_img"),
+        model=cells["model"] + " (" + cells["depth"].astype(str) + "L)",
+    )
+    note = energy_note(cells)
+    fig, axes = _figure(1 if note else 2, 8 if note else 15)
     fig.suptitle(f"Depth comparison, inference at {resolution}²")
     order = in_registry_order(cells["attention"])
     sns.barplot(cells, x="attention", y="throughput_img_s", hue="model", order=order, ax=axes[0])
     axes[0].set_ylabel("img/s")
-    if cells["energy"].isna().all():
-        no_energy(axes[1], rows)
-    else:
+    if not note:
         sns.barplot(cells, x="attention", y="energy", hue="model", order=order, ax=axes[1])
         axes[1].set_ylabel("J/img")
     for ax in axes:
         ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
+    _note(fig, note)
     return fig
 
 
-def power_and_tflops(rows: pd.DataFrame, resolution: int) -> Figure:
-    """Average power (energy = power x time made visible) and achieved TFLOP/s."""
-    cells = _ok(rows[(rows["resolution"] == resolution)]).copy()
-    cells["tflops"] = achieved_tflops(cells)
+def arithmetic_rate(rows: pd.DataFrame, resolution: int) -> Figure:
+    """Achieved FLOP/s (units scaled to the data) and, when measured, average power."""
+    cells = rows[(rows["resolution"] == resolution) & (rows["status"] == "ok")].copy()
+    rate = achieved_flops(cells)
+    scale, unit = next(
+        (
+            (s, u)
+            for s, u in ((1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s"))
+            if rate.max() >= s
+        ),
+        (1.0, "FLOP/s"),
+    )
+    cells["rate"] = rate / scale
+    note = energy_note(cells)
+    fig, axes = _figure(1 if note else 2, 8 if note else 15)
+    fig.suptitle(f"Arithmetic rate{'' if note else ' and power'} at {resolution}²")
     order = in_registry_order(cells["attention"])
-    fig, axes = _figure(2, 14)
-    fig.suptitle(f"Power and arithmetic rate at {resolution}²")
-    power = trusted(cells, "avg_power_w")
-    if power.isna().all():
-        no_energy(axes[0], rows)
-    else:
+    sns.barplot(cells, x="attention", y="rate", hue="mode", order=order, ax=axes[0])
+    axes[0].set_ylabel(f"achieved {unit} (train: 3x forward)")
+    if not note:
+        power = trusted(cells, "avg_power_w")
         sns.barplot(
-            cells.assign(power=power), x="attention", y="power", hue="mode", order=order, ax=axes[0]
+            cells.assign(power=power), x="attention", y="power", hue="mode", order=order, ax=axes[1]
         )
         idle = numeric(cells, "idle_power_w").median()
         if pd.notna(idle):
-            axes[0].axhline(idle, color="black", ls="--", lw=1, label="idle")
-            axes[0].legend()
-        axes[0].set_ylabel("average power (W)")
-    sns.barplot(cells, x="attention", y="tflops", hue="mode", order=order, ax=axes[1])
-    axes[1].set_ylabel("achieved TFLOP/s (train: 3x forward)")
+            axes[1].axhline(idle, color="black", ls="--", lw=1, label="idle")
+        axes[1].set_ylabel("average power (W)")
+        axes[1].legend()
     for ax in axes:
         ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
+    _note(fig, note)
     return fig
 
 
-def achieved_tflops(rows: pd.DataFrame) -> pd.Series:
+def achieved_flops(rows: pd.DataFrame) -> pd.Series:
     factor = rows["mode"].map({"infer": 1, "train": 3})
-    return rows["flops"] * factor * rows["throughput_img_s"] / 1e12
+    return numeric(rows, "flops") * factor * numeric(rows, "throughput_img_s")

@@ -62,19 +62,24 @@ def limit_address_space(limit_gb: float | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Everything the row gets from measuring; `send` ships early results to the parent."""
+def measure(
+    cfg: Config, uuid: str | None, send: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Everything the row gets from measuring; `send` ships early results to the parent.
+    `uuid` is the GPU the job leased (None: found through NVML from the device index)."""
     torch.set_num_threads(cfg.threads or 1)
     if cfg.revision:
         use_revision(cfg)
     send(counts(cfg, send))
     device = torch.device(cfg.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    gpu = GpuSide.before_cuda(device, uuid) if device.type == "cuda" else None
+    if gpu is not None:
+        gpu.make_context()  # from here on this process is on the GPU's process list
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
-    row: dict[str, Any] = provenance.device(device)
-    meter = energy.meter_for(device, interval_s=cfg.energy.sample_interval_s)
+    row: dict[str, Any] = provenance.device(device, gpu.uuid if gpu else None)
+    interval = cfg.energy.sample_interval_s
+    meter = gpu.energy_meter(interval) if gpu is not None else energy.cpu_meter()
     row["energy_source"] = meter.source
     row["idle_power_w"] = meter.idle_power_w(cfg.energy.idle_s) if cfg.energy.idle_s > 0 else None
 
@@ -86,7 +91,9 @@ def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, An
     warmup_s = timer.warm_up()
     if cfg.compile:
         row["compile_s"] = warmup_s
-    checks = trust_meters(cfg, device)
+    checks: list[Meter[TimingCheck]] = [CpuContention(cfg.threads or 1, usable_cpus())]
+    if gpu is not None and gpu.handle is not None:
+        checks.append(GpuClocks(gpu.nvml, gpu.handle))
     readings: list[energy.EnergyReading] = []
     verdicts: list[TimingCheck] = []
 
@@ -106,17 +113,43 @@ def measure(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, An
     return row | summarise(timing, readings[0], cfg.batch_size)
 
 
-def trust_meters(cfg: Config, device: torch.device) -> list[Meter[TimingCheck]]:
-    """What tells whether this cell's timing can be trusted: the CPU always (a GPU cell's launch
-    thread needs a core too), the GPU's clocks where NVML can read them."""
-    checks: list[Meter[TimingCheck]] = [CpuContention(cfg.threads or 1, usable_cpus())]
-    if device.type == "cuda":
+class GpuSide:
+    """The GPU as NVML sees it, looked up before this process touches CUDA, so that the
+    process list taken then is everything that is not this cell."""
+
+    def __init__(self, device: torch.device, uuid: str | None, nvml: Any, reason: str) -> None:
+        self.device, self.uuid, self.nvml, self.reason = device, uuid, nvml, reason
+        self.handle = None if nvml is None or uuid is None else nv.handle(nvml, uuid)
+        self.processes = energy.GpuProcesses(nvml, self.handle) if self.handle else None
+
+    @classmethod
+    def before_cuda(cls, device: torch.device, uuid: str | None) -> GpuSide:
         try:
             lib = nv.load()
-            checks.append(GpuClocks(lib, nv.handle(lib, energy.gpu_uuid(device))))
-        except nv.Unavailable:
-            pass
-    return checks
+            if uuid is None:
+                visible = dict(nv.visible_gpus(lib))
+                uuid = visible.get(device.index or 0)
+            return cls(device, uuid, lib, "" if uuid else "NVML does not list this GPU")
+        except nv.Unavailable as err:
+            return cls(device, uuid, None, str(err))
+
+    def make_context(self) -> None:
+        """Create this process's CUDA context, and check it is on the GPU NVML was asked about."""
+        torch.cuda.set_device(self.device)
+        torch.empty(1, device=self.device)
+        mine = nv.cuda_uuid(self.device)
+        if self.uuid is not None and mine != nv.bare(self.uuid):
+            raise RuntimeError(
+                f"cuda:{self.device.index} is {mine}, not the leased {self.uuid}: CUDA and NVML "
+                "order GPUs differently here; set CUDA_DEVICE_ORDER=PCI_BUS_ID"
+            )
+        if self.processes is not None:
+            self.processes.context_made()
+
+    def energy_meter(self, interval_s: float) -> energy.EnergyMeter:
+        if self.processes is None or self.uuid is None:
+            return energy.Unavailable(self.reason or "NVML has no handle for this GPU")
+        return energy.gpu_meter(self.nvml, self.handle, self.uuid, self.processes, interval_s)
 
 
 def summarise(timing: Timing, reading: energy.EnergyReading, batch: int) -> dict[str, Any]:
@@ -124,6 +157,7 @@ def summarise(timing: Timing, reading: energy.EnergyReading, batch: int) -> dict
     images = timing.iters * batch
     timed_s = sum(timing.per_iter_s)
     out: dict[str, Any] = {
+        "energy_resolution": reading.resolution,
         "latency_ms": timing.median_s * 1e3,
         "latency_ms_p10": timing.quantile(0.10) * 1e3,
         "latency_ms_p90": timing.quantile(0.90) * 1e3,

@@ -68,10 +68,23 @@ def all_uuids(nvml: Any) -> list[str]:
     return [text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
 
 
+def bare(uuid: str) -> str:
+    """A UUID without NVML's 'GPU-' / 'MIG-' prefix."""
+    return uuid.split("-", 1)[1] if uuid[:4] in ("GPU-", "MIG-") else uuid
+
+
+def cuda_uuid(device: Any) -> str:
+    """The UUID CUDA gives a torch device, bare (CUDA does not say whether it is a MIG slice)."""
+    import torch
+
+    return bare(str(torch.cuda.get_device_properties(device).uuid))
+
+
 def visible_gpus(nvml: Any, environ: dict[str, str] | None = None) -> list[tuple[int, str]]:
     """(CUDA index, UUID) of the GPUs this process may use, from CUDA_VISIBLE_DEVICES.
 
-    Entries are indices into NVML's PCI-bus order or UUID prefixes, as CUDA accepts them; the
+    Entries are indices into NVML's PCI-bus order, UUID prefixes, or MIG slices' UUIDs ('MIG-...',
+    kept as they are: their key and their energy refusal say MIG), as CUDA accepts them; the
     list stops at the first entry that matches nothing, as CUDA's does. The measuring process
     checks that its CUDA device has the leased UUID, so an order that differs (CUDA's default
     is fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID) fails loudly instead of measuring
@@ -84,6 +97,9 @@ def visible_gpus(nvml: Any, environ: dict[str, str] | None = None) -> list[tuple
         return list(enumerate(uuids))
     chosen: list[str] = []
     for entry in (e.strip() for e in spec.split(",")):
+        if entry.startswith("MIG-"):  # a MIG slice is named by its own UUID
+            chosen.append(entry)
+            continue
         if entry.isdigit():
             match = uuids[int(entry)] if int(entry) < len(uuids) else None
         else:

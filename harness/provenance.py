@@ -65,15 +65,14 @@ def host() -> dict[str, Any]:
     }
 
 
-def device(dev: torch.device, nvml: Any = None) -> dict[str, Any]:
-    """Device name and, on a GPU, UUID, driver, math flags and what NVML can read right now."""
+def device(dev: torch.device, uuid: str | None = None, nvml: Any = None) -> dict[str, Any]:
+    """Device name and, on a GPU, UUID (NVML's, 'MIG-' for a MIG slice), driver, math flags and
+    what NVML can read right now."""
     if dev.type != "cuda":
         return {"device_name": cpu_model(), "device_uuid": ""}
-    from .energy import gpu_uuid
-
     info: dict[str, Any] = {
         "device_name": torch.cuda.get_device_name(dev),
-        "device_uuid": gpu_uuid(dev),
+        "device_uuid": uuid or f"GPU-{nv.cuda_uuid(dev)}",
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,

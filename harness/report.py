@@ -1,6 +1,12 @@
-"""`attnbench-report RUN_DIR... [--out DIR]`: a report (report.md, and report.html with its figures
-embedded) re-drawing the paper's efficiency figures from measured rows. Given a sweep directory
-it also (re)builds that sweep's results.csv from the job directories."""
+"""`attnbench-report RUN_DIR... [--out DIR]`: the report a reviewer reads. report.html is one
+self-contained page (figures embedded, styles and the cell table's sorting and filtering inline,
+nothing fetched): a summary with the first findings, the paper's figures re-drawn from the
+measured cells, measured scaling against claimed complexity, crossovers, the paper's claims where
+this run can speak to them, every cell, provenance. report.md (figures as PNG files beside it)
+holds the same. Given a sweep directory it also (re)builds that sweep's results.csv.
+
+    attnbench-report RUN_DIR [RUN_DIR_OR_CSV ...] [--out DIR]
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,13 @@ import base64
 import hashlib
 import html
 import io
+import json
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -23,112 +32,302 @@ from .sweep import read_plan
 REPORTS = Path("reports")
 
 
-# ---------------------------------------------------------------- rendering
-
-
 @dataclass
 class Section:
     title: str
     text: str = ""
     table: pd.DataFrame | None = None
     figure: Figure | None = None
+    bullets: list[str] = field(default_factory=list)
+    table_id: str = ""
 
 
-def sections_for(name: str, rows: pd.DataFrame) -> list[Section]:
-    main = analysis.main_slice(rows)
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _fmt(value: object) -> str:
+    """A table cell as text: empty for missing (never None or nan), numbers to 4 digits."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    text = str(value)
+    return "" if text in ("nan", "None", "NaN", "<NA>") else text
+
+
+# ---------------------------------------------------------------- content
+
+
+def summary(name: str, rows: pd.DataFrame, cells: pd.DataFrame) -> Section:
+    """What ran, where, how long, how it went, and the findings a reviewer wants first."""
+    counts = cells["status"].value_counts().to_dict()
+    ok = cells[cells["status"] == "ok"]
+    bad = int(analysis.untrusted(ok).sum())
+    devices = ", ".join(
+        sorted(set(rows.get("device_name", pd.Series(dtype=str)).dropna().astype(str)))
+    )
+    times = rows["timestamp"].dropna().astype(str) if "timestamp" in rows else pd.Series(dtype=str)
+    spent = analysis.numeric(rows, "harness_s").sum()
+    bullets = [
+        f"What ran: {len(cells)} cells ({len(rows)} measurements with trials) of "
+        f"{cells['attention'].nunique()} mechanisms, {', '.join(sorted(set(cells['model'])))}, "
+        f"{analysis._span(sorted(set(cells['resolution'])))}, modes "
+        f"{', '.join(sorted(set(cells['mode'])))}, {', '.join(sorted(set(cells['dtype'])))}.",
+        f"Where: {devices or 'unknown device'}; when: "
+        f"{times.min() if len(times) else '?'} to {times.max() if len(times) else '?'}; "
+        f"measuring took {spent / 60:.1f} min of cell time.",
+        "How it went: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        + f"; {bad} of {len(ok)} ok cells have untrustworthy timing"
+        + (" (marked in every figure and table)." if bad else "."),
+    ]
+    bullets += [f"Finding: {f}" for f in findings(cells)]
+    return Section(f"Summary ({name})", bullets=bullets)
+
+
+def findings(cells: pd.DataFrame) -> list[str]:
+    """Up to three: the headline speed-ups, where the quadratic baselines stop, measured scaling
+    of Linear-InfSA against its claim."""
+    out = []
+    res = analysis.headline_resolution(cells)
+    if res is not None:
+        at = cells[
+            (cells["resolution"] == res) & (cells["mode"] == "infer") & (cells["status"] == "ok")
+        ]
+        at = at.drop_duplicates("attention").set_index("attention")
+        if not at.empty:
+            best = at["throughput_img_s"].idxmax()
+            parts = []
+            for base in ("softmax", "sdpa"):
+                if base in at.index and best != base:
+                    ratio = at.loc[best, "throughput_img_s"] / at.loc[base, "throughput_img_s"]
+                    lo = at.loc[best].get("throughput_lo", np.nan) / at.loc[base].get(
+                        "throughput_hi", np.nan
+                    )
+                    hi = at.loc[best].get("throughput_hi", np.nan) / at.loc[base].get(
+                        "throughput_lo", np.nan
+                    )
+                    parts.append(
+                        f"{ratio:.2f}x {base}"
+                        + (f" ({lo:.2f}-{hi:.2f})" if np.isfinite(lo) else "")
+                    )
+            out.append(
+                f"fastest at {res}² (inference): {best}, "
+                f"{at.loc[best, 'throughput_img_s']:.3g} img/s"
+                + (f", {', '.join(parts)}" if parts else "")
+            )
+    stops = []
+    for name in ("softmax", "infsa", "sdpa"):
+        mine = cells[(cells["attention"] == name) & (cells["mode"] == "infer")]
+        failed = mine[mine["status"].isin(["oom", "kernel_limit"])]
+        if not failed.empty:
+            stops.append(
+                f"{name} stopped at {int(failed['resolution'].min())}² ({failed.iloc[0]['status']})"
+            )
+    if stops:
+        out.append("; ".join(stops))
+    fits = analysis.scaling(cells)
+    star = fits[fits["mechanism"] == figures.STAR] if not fits.empty else fits
+    sentences = analysis.scaling_sentences(star if not star.empty else fits.head(1))
+    if sentences:
+        out.append(sentences[0])
+    return out[:3]
+
+
+def sections_for(name: str, rows: pd.DataFrame, cells: pd.DataFrame) -> list[Section]:
+    main = analysis.main_slice(cells)
     model, dtype, batch, device = (
         main.iloc[0][k] for k in ("model", "dtype", "batch_size", "device")
     )
     res = analysis.headline_resolution(main)
-    counts = rows["status"].value_counts().to_dict()
-    out = [
-        Section(
-            f"Run {name}",
-            f"{len(rows)} cells: "
-            + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-            + f". Figures: {model}, {dtype}, batch "
-            f"{batch}, {device}.",
-        )
-    ]
+    out = [summary(name, rows, cells)]
+    slice_text = (
+        f"Figures show {model}, {dtype}, batch {batch}, {device}; error bars are 95% intervals "
+        "over trials, or the window's p10-p90 where there was one trial."
+    )
     if res is not None:
         out += [
-            Section(f"Complexity tiers ({name})", figure=figures.tiers(main, res)),
+            Section(f"Complexity tiers ({name})", slice_text, figure=figures.tiers(main, res)),
             Section(f"Efficiency dashboard ({name})", figure=figures.dashboard(main, res)),
         ]
     out += [
         Section(f"Latency against resolution ({name})", figure=figures.latency(main)),
         Section(f"Peak memory against resolution ({name})", figure=figures.memory(main)),
     ]
-    depth_rows = rows[(rows["dtype"] == dtype) & (rows["batch_size"] == batch)]
-    depth_res = analysis.headline_resolution(depth_rows)
-    if depth_res is not None and (fig := figures.depth(depth_rows, depth_res)) is not None:
+    depth_cells = cells[(cells["dtype"] == dtype) & (cells["batch_size"] == batch)]
+    depth_res = analysis.headline_resolution(depth_cells)
+    if depth_res is not None and (fig := figures.depth(depth_cells, depth_res)) is not None:
         out.append(Section(f"Depth comparison ({name})", figure=fig))
     if res is not None:
-        out.append(
-            Section(
-                f"Power and achieved TFLOP/s ({name})", figure=figures.power_and_tflops(main, res)
-            )
+        out.append(Section(f"Arithmetic rate ({name})", figure=figures.arithmetic_rate(main, res)))
+    fits = analysis.scaling(main)
+    out.append(
+        Section(
+            f"Measured scaling against claimed complexity ({name})",
+            "Exponent k of a least-squares fit of log(latency per image) and log(peak memory) "
+            "against log(tokens), over the sizes measured. Fixed costs (the MLP, the patch "
+            "embedding, overheads) pull exponents below the attention's tier at small sizes.",
+            table=fits if not fits.empty else None,
+            bullets=analysis.scaling_sentences(fits)
+            or ["fewer than three sizes per mechanism: no fit"],
         )
+    )
+    out.append(
+        Section(
+            f"Crossovers ({name})",
+            "From which measured size on each mechanism is faster than softmax and sdpa at every "
+            "larger measured size, the throughput ratio there with its interval, and whether that "
+            "margin is outside the noise.",
+            table=analysis.crossover(main),
+        )
+    )
+    claims, missing = analysis.claims(cells)
+    out.append(
+        Section(
+            f"The paper's claims beside this run ({name})",
+            "The paper (A100 40 GB; precision, batch, energy method and softmax kernel not "
+            "stated). Ratios are compared on any hardware, absolute numbers only on the paper's.",
+            table=claims if not claims.empty else None,
+            bullets=[f"not comparable here: {m}" for m in missing],
+        )
+    )
     out += [
         Section(
-            f"Crossover resolutions ({name})",
-            "The smallest measured resolution at which each mechanism has the higher throughput.",
-            table=analysis.crossover(main),
+            f"Every cell ({name})",
+            "Sort by a column by clicking its header; type to filter.",
+            table=analysis.cell_table(cells),
+            table_id="cells",
         ),
-        Section(
-            f"The paper's numbers beside this run ({name})",
-            "Paper: A100 40 GB, precision, batch, energy method and softmax kernel not "
-            "stated. Measured: paper_4l rows of this run; empty where not measured.",
-            table=analysis.claims(rows),
-        ),
-        Section(f"Every cell ({name})", table=analysis.cell_table(rows)),
         Section(f"Provenance ({name})", table=analysis.provenance(rows)),
     ]
     return out
 
 
+def environment(name: str, run_dir: Path) -> list[Section]:
+    """The attnbench-doctor findings a sweep stored beside its rows, as a section."""
+    try:
+        found = json.loads((run_dir / "doctor.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [
+        Section(
+            f"Measurement environment ({name})",
+            f"attnbench-doctor at the sweep's start: {found['verdict']}.",
+            table=pd.DataFrame(found["findings"]),
+            bullets=[f"not seen: {item}" for item in found.get("not_seen", [])],
+        )
+    ]
+
+
+# ---------------------------------------------------------------- rendering
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1400px;margin:auto;padding:0 1.5em;color:#222}
+h1{border-bottom:3px solid #4c72b0;padding-bottom:.3em}h2{margin-top:2em;color:#2a4a80}
+nav{background:#f4f6fa;padding:.6em 1.2em;border-radius:6px}nav li{margin:.15em 0}
+table{border-collapse:collapse;font-size:12px;margin:.6em 0}td,th{border:1px solid #ccd;
+padding:3px 7px;text-align:right}th{background:#eef1f7;cursor:pointer;position:sticky;top:0}
+td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#fafbfd}
+img{max-width:100%;border:1px solid #eee}.bullets li{margin:.25em 0}
+input.filter{margin:.4em 0;padding:4px 8px;width:22em}
+"""
+
+SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function(table){
+  var body=table.tBodies[0];
+  table.querySelectorAll('th').forEach(function(th,col){
+    th.addEventListener('click',function(){
+      var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+      var rows=Array.from(body.rows);
+      rows.sort(function(a,b){
+        var x=a.cells[col].textContent.replace(/,/g,''),y=b.cells[col].textContent.replace(/,/g,'');
+        var nx=parseFloat(x),ny=parseFloat(y);
+        var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
+      rows.forEach(function(r){body.appendChild(r);});});});
+  var input=document.getElementById(table.id+'-filter');
+  if(input){input.addEventListener('input',function(){var q=input.value.toLowerCase();
+    Array.from(body.rows).forEach(function(r){
+      r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});});}
+});
+"""
+
+
 def _markdown_table(table: pd.DataFrame) -> str:
     def cell(value: object) -> str:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return ""
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value).replace("|", "\\|").replace("\n", " ")
+        return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
     return "\n".join(lines)
 
 
-def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
+def _html_table(table: pd.DataFrame, table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        for row in table.itertuples(False)
+    )
+    ident = table_id or f"t{abs(hash(tuple(table.columns))) % 10**8}"
+    search = (
+        f'<input class="filter" id="{ident}-filter" placeholder="filter rows...">'
+        if table_id
+        else ""
+    )
+    return (
+        f'{search}<table class="sortable" id="{ident}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def render(
+    runs: dict[str, pd.DataFrame], out_dir: Path, extra: list[Section] | None = None
+) -> tuple[Path, Path]:
     """Write report.md (+ PNGs) and a self-contained report.html into out_dir. Each run's rows
     are aggregated over trials first; a run of several revisions shows each as its own run."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = {
-        k: v for name, table in runs.items() for k, v in analysis.by_revision(name, table).items()
+    expanded = {
+        label: (part, analysis.aggregate(part))
+        for name, rows in runs.items()
+        for label, part in analysis.by_revision(name, rows).items()
     }
     sections: list[Section] = []
-    if (side := analysis.comparison(runs)) is not None:
+    if (side := analysis.comparison({k: cells for k, (_, cells) in expanded.items()})) is not None:
         sections.append(
             Section(
                 "Runs side by side",
-                "Throughput of every cell each run measured, and its ratio to the first run.",
+                "Throughput (median over trials) of every "
+                "cell the runs measured, and its ratio to the first run.",
                 table=side,
             )
         )
-    for name, rows in runs.items():
-        sections += sections_for(name, rows)
+    for name, (rows, cells) in expanded.items():
+        sections += sections_for(name, rows, cells)
+    sections += extra or []
     md = ["# attnbench report", ""]
-    body = ["<h1>attnbench report</h1>"]
+    toc = "".join(
+        f'<li><a href="#{_slug(s.title)}">{html.escape(s.title)}</a></li>' for s in sections
+    )
+    body = ["<h1>attnbench report</h1>", f"<nav><b>Contents</b><ul>{toc}</ul></nav>"]
     for section in sections:
         md += [f"## {section.title}", ""]
-        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body.append(f'<h2 id="{_slug(section.title)}">{html.escape(section.title)}</h2>')
         if section.text:
             md += [section.text, ""]
             body.append(f"<p>{html.escape(section.text)}</p>")
+        if section.bullets:
+            md += [f"- {b}" for b in section.bullets] + [""]
+            body.append(
+                '<ul class="bullets">'
+                + "".join(f"<li>{html.escape(b)}</li>" for b in section.bullets)
+                + "</ul>"
+            )
         if section.figure is not None:
             png = io.BytesIO()
-            section.figure.savefig(png, format="png", dpi=90, bbox_inches="tight")
+            section.figure.savefig(png, format="png", dpi=90)
             # named by content, so two reports written at once never swap each other's figures
             name = f"figure_{hashlib.sha256(png.getvalue()).hexdigest()[:16]}.png"
             write_atomic(out_dir / name, png.getvalue())
@@ -137,21 +336,16 @@ def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
             body.append(
                 f'<img alt="{html.escape(section.title)}" src="data:image/png;base64,{data}">'
             )
-        if section.table is not None:
+        if section.table is not None and not section.table.empty:
             md += [_markdown_table(section.table), ""]
-            body.append(section.table.to_html(index=False, na_rep="", float_format="{:.4g}".format))
+            body.append(_html_table(section.table, section.table_id))
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_atomic(md_path, "\n".join(md).encode())
-    style = (
-        "body{font-family:sans-serif;max-width:1400px;margin:auto}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
-        "padding:2px 6px}img{max-width:100%}"
-    )
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>attnbench report</title><style>{style}</style></head><body>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>attnbench report</title>"
+        f"<style>{STYLE}</style></head><body>"
         + "\n".join(body)
-        + "</body></html>"
+        + f"<script>{SCRIPT}</script></body></html>"
     )
     write_atomic(html_path, page.encode())
     return md_path, html_path
@@ -160,22 +354,30 @@ def render(runs: dict[str, pd.DataFrame], out_dir: Path) -> tuple[Path, Path]:
 def render_sweep(sweep_dir: Path, table: pd.DataFrame, name: str | None = None) -> Path:
     """A finished sweep's report, in reports/<sweep name>/."""
     name = name or read_plan(sweep_dir).get("sweep_name") or sweep_dir.name
-    _, page = render({sweep_dir.name: table}, REPORTS / name)
+    _, page = render(
+        {sweep_dir.name: table}, REPORTS / name, environment(sweep_dir.name, sweep_dir)
+    )
     return page
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="attnbench-report", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="attnbench-report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "runs",
         nargs="+",
         type=Path,
         metavar="RUN_DIR",
-        help="sweep directories (or results.csv files); several compare side by side",
+        help="sweep or single-cell run directories (result.json files at any "
+        "depth) or results.csv files; several compare side by side",
     )
     parser.add_argument("--out", type=Path, help="report directory (default reports/<name>)")
     args = parser.parse_args(argv)
     runs: dict[str, pd.DataFrame] = {}
+    extra: list[Section] = []
     for source in args.runs:
         try:
             if source.is_dir():
@@ -190,7 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         while name in runs:
             name += "'"
         runs[name] = table
+        extra += environment(name, source if source.is_dir() else source.parent)
     out = args.out or REPORTS / (next(iter(runs)) if len(runs) == 1 else "comparison")
-    md, page = render(runs, out)
+    md, page = render(runs, out, extra)
     print(f"report: {page} (and {md.name} beside it)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,7 +44,8 @@ COLUMNS: dict[str, str] = {
     "threads": "torch intra-op threads the cell ran with",
     "trial": "which independent measurement of the cell this row is (0, 1, ...)",
     "revision": "git revision whose attention_zoo was measured (empty: this checkout's)",
-    "status": "ok, oom, skipped_oom or error",
+    "status": "ok, oom (out of memory, with evidence), skipped_oom (not run: a smaller size ran "
+    "out of memory), kernel_limit (a kernel's size limit: grid, 32-bit indexing) or error",
     "error": "why the cell is not ok (empty when ok); the traceback is in the job directory",
     "params": "trainable parameters of the model at this resolution",
     "macs": "multiply-accumulates of one forward per image (contractions only; fvcore)",
@@ -61,14 +62,19 @@ COLUMNS: dict[str, str] = {
     "timing_note": "the evidence: CPU share, run-queue wait, switches, load; GPU clocks, "
     "throttle reasons, temperature; first why timing_valid is false",
     "energy_j_per_img": "energy per image over the window, J (empty when not measured)",
-    "sampled_energy_j_per_img": "NVML power samples integrated over the same window, J/img",
+    "sampled_energy_j_per_img": "NVML power samples (instant-power field where the driver has "
+    "it) integrated over the same window, J/img: the counter's cross-check",
     "dram_energy_j_per_img": "RAPL DRAM energy per image, J (CPU, where exposed)",
     "avg_power_w": "energy / window seconds, W",
     "idle_power_w": "power before the cell, nothing running, W",
     "energy_source": "counter used (nvml:total_energy_counter, nvml:power_sampling, "
     "rapl:package) or 'unavailable: <reason>'",
-    "energy_valid": "false when the window was too short for the counter or it did not advance",
-    "energy_note": "why energy_valid is false",
+    "energy_resolution": "uncertainty of energy_j_per_img from the counter's steps, as a "
+    "fraction (over 0.01 makes energy_valid false)",
+    "energy_valid": "false when the counter's resolution exceeds 1%, it did not advance, or a "
+    "process appeared on the GPU during the window",
+    "energy_note": "why energy_valid is false, and how power was sampled and the counter's "
+    "measured step",
     "peak_mem_bytes": "peak memory of the cell, bytes",
     "mem_source": "how peak memory was read (cuda:max_memory_allocated, cpu:vmhwm...)",
     "compile_s": "seconds of warm-up including torch.compile (never timed)",

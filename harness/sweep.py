@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from . import rows
 
 PLAN_FILE = "sweep.json"
-KEPT = {"ok", "oom", "skipped_oom"}  # statuses a re-run keeps; `error` cells are measured again
+KEPT = {"ok", "oom", "skipped_oom", "kernel_limit"}  # a re-run keeps these; `error` re-measures
 INNERMOST = "revision"  # varies fastest, so the two sides of an A/B run alternate cell by cell
 
 
@@ -105,6 +105,19 @@ def pin_revisions(jobs: list[list[str]]) -> tuple[list[list[str]], list[dict[str
     return out, [{"ref": ref, "sha": sha} for ref, sha in pinned.items()]
 
 
+def launcher_budget(launcher: Any) -> tuple[float, str] | None:
+    """Seconds a job may run under this launcher: submitit's timeout_min, less the
+    signal_delay_s at which submitit signals (and on SLURM stops) the job. None: no limit."""
+    minutes = launcher.get("timeout_min") if launcher is not None else None
+    if not minutes:
+        return None
+    delay = float(launcher.get("signal_delay_s") or 0)
+    where = f"the launcher's {float(minutes):g}-min limit"
+    return 60.0 * float(minutes) - delay, where + (
+        f" less its {delay:g} s signal delay" if delay else ""
+    )
+
+
 def write_plan(
     sweep_dir: Path, name: str, jobs: list[list[str]], revisions: list[dict[str, str]]
 ) -> None:
@@ -140,6 +153,12 @@ def run(
     try:
         wanted = [f"{k}={v}" for k, v in params.items()] + list(arguments)
         jobs, revisions = pin_revisions(expand(parser.parse_overrides(wanted), int(config.trials)))
+        budget = launcher_budget(config.hydra.get("launcher"))
+        if budget is not None and budget[0] < 30:
+            raise PlanError(
+                f"hydra.launcher leaves each job {budget[0]:g} s ({budget[1]}): not enough to "
+                "start a cell and record it; raise timeout_min or lower signal_delay_s"
+            )
     except PlanError as err:
         print(f"attnbench: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -148,11 +167,15 @@ def run(
     except OSError as err:  # progress loses its denominator; measuring goes on
         print(f"attnbench: warning: could not write the sweep plan: {err}", file=sys.stderr)
     print(f"attnbench: {len(jobs)} cells -> {sweep_dir}", flush=True)
+    environment(sweep_dir)
     returns: list[JobReturn] = []
     try:
         returns = list(launcher.launch(jobs, initial_job_idx=0))
     except Exception as err:  # a launcher failure: what ran is on disk, aggregate it
         print(f"attnbench: the launcher failed: {err!r}", file=sys.stderr)
+    except SystemExit:  # stopped (SIGTERM): still leave results.csv for what was measured
+        finish(sweep_dir, str(config.sweep_name), jobs)
+        raise
     for job in returns:
         try:
             job.return_value  # noqa: B018  (raises the job's exception when it failed)
@@ -160,6 +183,21 @@ def run(
             print(f"attnbench: a job failed outside its cell: {err!r}", file=sys.stderr)
     finish(sweep_dir, str(config.sweep_name), jobs)
     return returns
+
+
+def environment(sweep_dir: Path) -> None:
+    """attnbench-doctor's findings beside the rows (without its CUDA self-probe, which would
+    put a process on the GPU); a failing finding is said up front."""
+    from . import doctor
+
+    try:
+        result = doctor.examine(sample_s=0.5, probe_self=False)
+        doctor.save(sweep_dir, result)
+    except Exception as err:  # the sweep is worth more than its environment report
+        print(f"attnbench: warning: attnbench-doctor failed: {err!r}", file=sys.stderr)
+        return
+    if result["exit_code"]:
+        print(f"attnbench: warning: {result['verdict']} (see {sweep_dir / 'doctor.txt'})")
 
 
 def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:

@@ -32,6 +32,10 @@ class Timing:
         return statistics.median(self.per_iter_s)
 
 
+MAX_SETTLE_STEPS = 200  # warm-up steps allowed for a step to settle (GradScaler's scale)
+ESTIMATE_STEPS = 3  # timed steps after the warm-up that size a GPU window
+
+
 class Timer:
     """Times `step` on `device`: CUDA events on a GPU, perf_counter on the CPU.
 
@@ -57,14 +61,25 @@ class Timer:
         self._sync()
         start = time.perf_counter()
         done = 0
-        while done < max(cfg.warmup_iters, 1) or time.perf_counter() - start < cfg.warmup_s:
+        ready = getattr(self.step, "ready", lambda: True)
+        while (
+            done < max(cfg.warmup_iters, 1)
+            or time.perf_counter() - start < cfg.warmup_s
+            or (not ready() and done < MAX_SETTLE_STEPS)
+        ):
             self.step()
             self._sync()
             done += 1
         last = time.perf_counter()
-        self.step()
-        self._sync()
-        self.estimate_s = time.perf_counter() - last
+        estimates = []
+        for _ in range(ESTIMATE_STEPS):  # a median, so one slow step cannot size the window
+            begin = time.perf_counter()
+            self.step()
+            self._sync()
+            estimates.append(time.perf_counter() - begin)
+            if time.perf_counter() - last > cfg.window_s:
+                break
+        self.estimate_s = statistics.median(estimates)
         return last - start
 
     def planned_iters(self) -> int:
@@ -77,19 +92,26 @@ class Timer:
     def measure(
         self, on_begin: Callable[[], None] = lambda: None, on_end: Callable[[], None] = lambda: None
     ) -> Timing:
-        """Time the window; `on_begin` / `on_end` bracket it exactly (energy meters hook in)."""
-        iters = self.planned_iters()
+        """Time the window; `on_begin` / `on_end` bracket it exactly (energy meters hook in).
+
+        On the CPU the window runs until `window_s` has passed (within min_iters..max_iters):
+        the clock can be read without a sync. On a GPU the launch runs ahead of the device, so
+        the number of steps is planned from the warm-up's estimate."""
         if self.device.type == "cuda":
-            return self._measure_cuda(iters, on_begin, on_end)
-        stamps = [0.0] * (iters + 1)
+            return self._measure_cuda(self.planned_iters(), on_begin, on_end)
+        cfg = self.config
+        stamps = [0.0] * (cfg.max_iters + 1)
         on_begin()
         stamps[0] = time.perf_counter()
-        for i in range(iters):
+        deadline = stamps[0] + cfg.window_s
+        done = 0
+        while done < cfg.max_iters and (done < cfg.min_iters or stamps[done] < deadline):
             self.step()
-            stamps[i + 1] = time.perf_counter()
+            done += 1
+            stamps[done] = time.perf_counter()
         on_end()
-        deltas = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-        return Timing(deltas, stamps[-1] - stamps[0])
+        deltas = [b - a for a, b in zip(stamps[:done], stamps[1 : done + 1], strict=True)]
+        return Timing(deltas, stamps[done] - stamps[0])
 
     def _measure_cuda(self, iters: int, on_begin, on_end) -> Timing:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(iters + 1)]

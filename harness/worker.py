@@ -15,6 +15,7 @@ import importlib
 import multiprocessing
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -28,27 +29,48 @@ from .cell import CellError
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["harness._server"])
 
-OOM_TEXT = ("out of memory", "can't allocate memory", "DefaultCPUAllocator", "ALLOC_FAILED")
+# Allocation failures, also cuBLAS's and cuDNN's (CUBLAS_STATUS_ALLOC_FAILED, ...): out of memory.
+OOM_TEXT = (
+    "out of memory",
+    "out_of_memory",
+    "can't allocate memory",
+    "defaultcpuallocator",
+    "alloc_failed",
+)
+# A kernel's own size limits (grid dimensions, 32-bit indexing): neither OOM nor a crash.
+LIMIT_TEXT = (
+    "illegal memory access",
+    "invalid configuration argument",
+    "canuse32bitindexmath",
+    "32-bit index",
+    "2^31",
+    "int32 overflow",
+)
 
 
 @dataclass
 class Outcome:
-    status: str  # ok | oom | error | invalid (bad input found only by the measuring process)
+    status: str  # ok | oom | kernel_limit | error | invalid (bad input found while measuring)
     message: str = ""
     fields: dict[str, Any] = field(default_factory=dict)
     traceback: str = ""
+    terminated: bool = False
 
 
 def is_oom(err: BaseException) -> bool:
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
         return True
-    return isinstance(err, RuntimeError) and any(text in str(err) for text in OOM_TEXT)
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(t in text for t in OOM_TEXT)
 
 
 def classify(err: BaseException) -> str:
     if isinstance(err, CellError):
         return "invalid"
-    return "oom" if is_oom(err) else "error"
+    if is_oom(err):
+        return "oom"
+    text = str(err).lower()
+    return "kernel_limit" if any(t in text for t in LIMIT_TEXT) else "error"
 
 
 def _child(target: str, args: tuple[Any, ...], conn: Connection) -> None:
@@ -113,8 +135,46 @@ def died(exitcode: int | None, kills_before: int | None, kills_after: int | None
     return Outcome("error", f"measuring process exited with code {exitcode} and no report")
 
 
-def run(target: str, args: tuple[Any, ...], timeout_s: float) -> Outcome:
-    """Run `target(*args, send)` in a fresh process; never raises for what happens there."""
+class Terminated(SystemExit):
+    """The job was told to stop (SIGTERM: scancel, preemption, a time limit, kill): exit 143
+    (a SystemExit, so Hydra's launchers do not carry on to the next cell)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(143)
+        self.message = message
+
+
+def run(target: str, args: tuple[Any, ...], timeout_s: float, why: str = "timeout_s") -> Outcome:
+    """Run `target(*args, send)` in a fresh process; never raises for what happens there.
+
+    A SIGTERM to this process while it waits (scancel, preemption: SLURM signals the whole job)
+    stops the measuring process and becomes the outcome; the caller writes the row and then
+    raises Terminated, so a stopped sweep stops instead of going on to the next cell."""
+    stopped: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopped.append(signum)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        outcome = _run(target, args, timeout_s, why, stopped)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        outcome.status = "error"
+        outcome.message = (
+            "stopped: the job got SIGTERM while measuring (scancel, preemption or a time limit)"
+        )
+        outcome.terminated = True
+    return outcome
+
+
+def _run(
+    target: str, args: tuple[Any, ...], timeout_s: float, why: str, stopped: list[int]
+) -> Outcome:
     receive, send = _CONTEXT.Pipe(duplex=False)
     kills_before = cgroup_oom_kills()
     process = _CONTEXT.Process(target=_child, args=(target, args, send), daemon=True)
@@ -130,11 +190,17 @@ def run(target: str, args: tuple[Any, ...], timeout_s: float) -> Outcome:
     outcome: Outcome | None = None
     deadline = time.monotonic() + timeout_s
     while outcome is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not receive.poll(remaining):
+        if stopped:
             process.kill()
-            outcome = Outcome("error", f"timed out after {timeout_s:g} s (timeout_s)")
+            outcome = Outcome("error", "stopped")
             break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            process.kill()
+            outcome = Outcome("error", f"timed out after {timeout_s:g} s ({why})")
+            break
+        if not receive.poll(min(remaining, 0.2)):
+            continue  # look again: a SIGTERM may have come meanwhile
         try:
             message = receive.recv()
         except EOFError:  # the child died without a word

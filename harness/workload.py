@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -10,12 +11,25 @@ from .cell import build
 from .config import Config
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-Step = Callable[[], None]
+
+
+class Step:
+    """The step the timer repeats, and whether warming it up is done (float16 training: once
+    GradScaler's scale has settled, so that the timed steps are real optimizer steps)."""
+
+    def __init__(self, run: Callable[[], None], ready: Callable[[], bool] = lambda: True) -> None:
+        self.run, self.ready = run, ready
+
+    def __call__(self) -> None:
+        self.run()
 
 
 def make_step(cfg: Config, device: torch.device) -> Step:
     """Model and input on `device`, ready to run. Inference casts the model and input to the
-    cell's dtype; training keeps float32 weights under autocast (GradScaler for float16)."""
+    cell's dtype; training keeps float32 weights under autocast (GradScaler for float16).
+    torch.compile compiles in this process (no worker pool that could show up on the GPU)."""
+    if cfg.compile:
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
     dtype = DTYPES[cfg.dtype]
     torch.manual_seed(0)
     model = build(cfg)
@@ -31,19 +45,29 @@ def make_step(cfg: Config, device: torch.device) -> Step:
             with torch.inference_mode():
                 forward(images)
 
-        return infer
+        return Step(infer)
     model.train()
     labels = torch.randint(0, 1000, (cfg.batch_size,), device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     autocast = dtype != torch.float32
 
+    scales: list[float] = []
+
     def train() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=autocast):
             loss = torch.nn.functional.cross_entropy(forward(images), labels)
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # float16: reads the inf check back to the host (a sync)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return train
+    def settled() -> bool:
+        """GradScaler skips the optimizer step while it calibrates; settled = the scale did not
+        change over the last three warm-up steps."""
+        if not scaler.is_enabled():
+            return True
+        scales.append(scaler.get_scale())
+        return len(scales) >= 3 and len(set(scales[-3:])) == 1
+
+    return Step(train, settled)

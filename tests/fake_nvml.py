@@ -1,10 +1,30 @@
-"""A fake of the pynvml calls the harness makes, scripted per test."""
+"""A stand-in for pynvml that behaves like NVML on a Hopper GPU, for tests on a CPU machine.
+
+Realistic by default, in the ways that decide a number:
+- the total-energy counter (mJ) advances only every `period_s` (~100 ms on real GPUs), by the
+  energy of the power profile over that period, not on every read;
+- `nvmlDeviceGetPowerUsage` is a 1-second moving average (Ampere except GA100, and newer), while
+  the instant power is a field value (`NVML_FI_DEV_POWER_INSTANT` via `nvmlDeviceGetFieldValues`);
+- in a container the process list shows host PIDs: the measuring process appears under a PID
+  it does not know (`host_pid_offset`), and other processes may be listed (`others`);
+- an old driver (`old_driver=True`) raises NVMLLibraryMismatchError, a plain Exception and not
+  an NVMLError, for the newest calls (process list v3, clocks event reasons, field values).
+`power_w(t)` is the board's power at t seconds after the fake was made (`idle_w`, or `load_w`
+after `set_busy(True)`). A simple mode (`counters_mj=[...]`, or `simple=True`) serves scripted
+counter values in order and a constant `power_mw`, for tests that need exact numbers.
+"""
 
 from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
 
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NOT_FOUND = 6
 NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+NVML_FI_DEV_POWER_INSTANT = 186
+NVML_SUCCESS = 0
 
 
 class NVMLError(Exception):
@@ -13,26 +33,98 @@ class NVMLError(Exception):
         self.value = value
 
 
-class FakeNvml:
-    """Energy counter values are served in order (the last repeats); power is constant."""
+class NVMLLibraryMismatchError(Exception):
+    """What pynvml raises when the driver's library lacks a function (not an NVMLError)."""
 
+
+class FakeNvml:
     NVMLError = NVMLError
     NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
     NVML_CLOCK_SM, NVML_CLOCK_MEM = NVML_CLOCK_SM, NVML_CLOCK_MEM
     NVML_TEMPERATURE_GPU = NVML_TEMPERATURE_GPU
+    NVML_FI_DEV_POWER_INSTANT = NVML_FI_DEV_POWER_INSTANT
 
     def __init__(
-        self, counters_mj=(), power_mw=200_000, uuids=("GPU-fake",), mig=0, counter_supported=True
+        self,
+        counters_mj=(),
+        power_mw=200_000,
+        uuids=("GPU-fake",),
+        mig=0,
+        counter_supported=True,
+        period_s=0.1,
+        idle_w=60.0,
+        load_w=300.0,
+        host_pid_offset=0,
+        others=(),
+        old_driver=False,
+        instant_field=True,
+        simple=None,
     ) -> None:
         self.counters = list(counters_mj)
+        self.simple = bool(counters_mj) if simple is None else simple
         self.power_mw = power_mw
-        self.uuids = set(uuids)
+        self.uuids = list(uuids)
         self.mig = mig
         self.counter_supported = counter_supported
+        self.period_s, self.idle_w, self.load_w = period_s, idle_w, load_w
+        self.host_pid_offset = host_pid_offset
+        self.others = list(others)
+        self.old_driver = old_driver
+        self.instant_field = instant_field
+        self.start = time.monotonic()
+        self.busy = False
+        self.busy_since: list[tuple[float, bool]] = [(0.0, False)]
         self.counter_reads = 0
+        self.contexts: list[int] = []  # PIDs (as this process sees them) with a CUDA context
+        self.scripted: dict[str, list] = {}
+
+    # ---- the simulated board
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy_since.append((self.now(), busy))
+
+    def power_w(self, t: float) -> float:
+        state = False
+        for since, busy in self.busy_since:
+            if since <= t:
+                state = busy
+        return self.load_w if state else self.idle_w
+
+    def energy_j(self, t0: float, t1: float, dt: float = 0.001) -> float:
+        steps = max(1, int((t1 - t0) / dt))
+        width = (t1 - t0) / steps
+        return sum(self.power_w(t0 + (i + 0.5) * width) for i in range(steps)) * width
+
+    def script(self, **sequences) -> None:
+        """Serve these readings in order (the last repeats): clocks_event_reasons,
+        sm_clock_mhz, temperature_c."""
+        self.scripted.update({k: list(v) for k, v in sequences.items()})
+
+    def _next(self, name: str, default):
+        values = self.scripted.get(name)
+        if not values:
+            return default
+        return values.pop(0) if len(values) > 1 else values[0]
+
+    # ---- pynvml's API
 
     def nvmlInit(self) -> None:
         pass
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "470.00" if self.old_driver else "550.54.15"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.uuids)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return self.uuids[index]
+
+    def nvmlDeviceGetUUID(self, handle) -> str:
+        return handle
 
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
         if uuid not in self.uuids:
@@ -45,16 +137,87 @@ class FakeNvml:
     def nvmlDeviceGetTotalEnergyConsumption(self, handle) -> int:
         if not self.counter_supported:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-        value = self.counters[min(self.counter_reads, len(self.counters) - 1)]
-        self.counter_reads += 1
-        return value
+        if self.simple:  # scripted values in order
+            value = self.counters[min(self.counter_reads, len(self.counters) - 1)]
+            self.counter_reads += 1
+            return value
+        tick = int(self.now() / self.period_s) * self.period_s  # the last update
+        return int(1e3 * self.energy_j(0.0, tick)) + 10**9
 
     def nvmlDeviceGetPowerUsage(self, handle) -> int:
-        return self.power_mw
+        if self.simple:
+            return self.power_mw
+        t = self.now()
+        return int(1e3 * self.energy_j(max(0.0, t - 1.0), t) / min(1.0, max(t, 1e-3)))
 
-    running_pids: tuple[int, ...] = ()
+    def nvmlDeviceGetFieldValues(self, handle, field_ids):
+        if self.old_driver:
+            raise NVMLLibraryMismatchError("Unversioned function called and the driver is too old")
+        out = []
+        for field in field_ids:
+            ok = field == NVML_FI_DEV_POWER_INSTANT and self.instant_field
+            value = SimpleNamespace(uiVal=int(1e3 * self.power_w(self.now())))
+            out.append(
+                SimpleNamespace(
+                    fieldId=field,
+                    nvmlReturn=NVML_SUCCESS if ok else NVML_ERROR_NOT_SUPPORTED,
+                    valueType=1,
+                    value=value,
+                )
+            )
+        return out
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        from types import SimpleNamespace
+        if self.old_driver:
+            raise NVMLLibraryMismatchError("nvmlDeviceGetComputeRunningProcesses_v3 not found")
+        pids = [pid + self.host_pid_offset for pid in self.contexts] + self.others
+        return [SimpleNamespace(pid=pid, usedGpuMemory=0) for pid in pids]
 
-        return [SimpleNamespace(pid=pid, usedGpuMemory=0) for pid in self.running_pids]
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle) -> int:
+        if self.old_driver:
+            raise NVMLLibraryMismatchError("nvmlDeviceGetCurrentClocksEventReasons not found")
+        return self._next("clocks_event_reasons", 0)
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle) -> int:
+        if self.old_driver:
+            raise NVMLLibraryMismatchError("nvmlDeviceGetCurrentClocksThrottleReasons not found")
+        return self._next("clocks_event_reasons", 0)
+
+    def nvmlDeviceGetClockInfo(self, handle, clock) -> int:
+        return self._next("sm_clock_mhz", 1980) if clock == NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetTemperature(self, handle, sensor) -> int:
+        return self._next("temperature_c", 45)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle) -> int:
+        return 700_000
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle) -> int:
+        return self._next("power_limit_mw", 700_000)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle) -> int:
+        return 700_000
+
+    def nvmlSystemGetNVMLVersion(self) -> str:
+        return "12.550.54.15"
+
+    def nvmlDeviceGetName(self, handle) -> str:
+        return "NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetPersistenceMode(self, handle) -> int:
+        return 1
+
+    def nvmlDeviceGetMaxClockInfo(self, handle, clock) -> int:
+        return 1980
+
+    def nvmlDeviceGetApplicationsClock(self, handle, clock) -> int:
+        return 1980
+
+    def nvmlDeviceGetDefaultApplicationsClock(self, handle, clock) -> int:
+        return 1980
+
+    # ---- what the measuring process does to the GPU
+
+    def open_context(self, pid: int | None = None) -> None:
+        """A process creates its CUDA context: it appears in the process list (host PID)."""
+        self.contexts.append(os.getpid() if pid is None else pid)

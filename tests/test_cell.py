@@ -194,23 +194,20 @@ def test_train_cell_in_bfloat16_measures():
     assert row["throughput_img_s"] > 0 and row["latency_ms"] > 0
 
 
-def test_timer_plans_the_window_from_the_warm_up_estimate():
+def test_timer_warms_up_estimates_and_fills_its_window():
     calls = []
-    timer = Timer(
-        lambda: calls.append(1),
-        torch.device("cpu"),
-        TimingConfig(warmup_iters=3, warmup_s=0, window_s=1.0, min_iters=5, max_iters=50),
-    )
+    config = TimingConfig(warmup_iters=3, warmup_s=0, window_s=10.0, min_iters=5, max_iters=50)
+    timer = Timer(lambda: calls.append(1), torch.device("cpu"), config)
     timer.warm_up()
-    assert len(calls) == 4  # 3 warm-up steps, one more to estimate
-    timer.estimate_s = 0.1
-    assert timer.planned_iters() == 11
-    timer.estimate_s = 1e-6
-    assert timer.planned_iters() == 50
+    assert len(calls) == 6  # 3 warm-up steps, 3 more for the median estimate
+    timer.estimate_s = 0.1  # a GPU window is planned from the estimate
+    assert timer.planned_iters() == 50  # 101 wanted, capped at max_iters
     timer.estimate_s = 10.0
     assert timer.planned_iters() == 5
-    timing = timer.measure()
-    assert timing.iters == 5 and len(calls) == 9
+    assert timer.measure().iters == 50  # a CPU window runs on the clock, up to max_iters
+    quick = Timer(lambda: None, torch.device("cpu"), TimingConfig(window_s=0, min_iters=5))
+    quick.warm_up()
+    assert quick.measure().iters == 5  # ...and at least min_iters
 
 
 def test_timing_quantiles():

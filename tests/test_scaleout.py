@@ -14,10 +14,9 @@ import lease_holder
 import pandas as pd
 import pytest
 import yaml
-from fake_nvml import FakeNvml
 from fixtures import attnbench, ladder
 
-from harness import energy, gpus, report
+from harness import gpus, report
 
 FAST = ["timing.window_s=0.1", "timing.warmup_s=0", "timing.warmup_iters=1", "energy.idle_s=0"]
 GPUS = [(0, "GPU-aaaa"), (1, "GPU-bbbb")]
@@ -127,21 +126,6 @@ def test_a_killed_holder_frees_its_gpu(tmp_path):
     gpus.lease([(0, "GPU-aaaa")], tmp_path, wait_s=0).release()
 
 
-def test_energy_is_refused_when_another_process_uses_the_gpu(monkeypatch):
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(energy, "gpu_uuid", lambda device: "GPU-fake")
-    nvml = FakeNvml(counters_mj=[0, 0, 5_000])
-    nvml.running_pids = (os.getpid(), 999_999)
-    meter = energy.meter_for(SimpleNamespace(type="cuda"), nvml=nvml)
-    assert meter.source == (
-        "unavailable: another process (pid 999999) is using this GPU, so "
-        "its energy would be counted too"
-    )
-    nvml.running_pids = (os.getpid(),)  # alone: measured
-    assert energy.meter_for(SimpleNamespace(type="cuda"), nvml=nvml).source.startswith("nvml:")
-
-
 def test_a_job_killed_mid_cell_leaves_no_partial_row_and_a_rerun_completes(tmp_path):
     sweep = tmp_path / "sweep"
     args = [
@@ -213,3 +197,30 @@ def test_results_csv_is_built_from_every_job_directory(tmp_path):
     written = pd.read_csv(path)
     assert sorted(written["resolution"]) == [16 * (i + 1) for i in range(50) if i != 7]
     assert list(written.columns) == list(table.columns)
+
+
+def test_a_launcher_limit_that_leaves_no_time_for_a_cell_is_refused_before_submitting(tmp_path):
+    done = attnbench(
+        "attention=softmax",
+        "resolution=32",
+        "hydra/launcher=slurm",
+        "hydra.launcher.timeout_min=1",  # and submitit signals the job 120 s before its limit
+        f"hydra.sweep.dir={tmp_path}/s",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "hydra.launcher leaves each job -60 s (the launcher's 1-min limit less its 120 s " in (
+        done.stderr
+    )
+    assert not (tmp_path / "s" / ".submitit").exists()
+
+
+def test_the_cell_timeout_stays_inside_the_launcher_budget():
+    from harness.app import cell_timeout
+
+    budget = (3480.0, "the launcher's 60-min limit less its 120 s signal delay")
+    assert cell_timeout(3600, None) == (3600, "timeout_s")
+    seconds, why = cell_timeout(3600, budget)
+    # what is left once this process has run, less 5% for the row
+    assert 3480 - 174 - 3600 < seconds < 3480 - 174 and why == f"timeout_s, kept inside {budget[1]}"
+    assert cell_timeout(600, budget) == (600, "timeout_s")

@@ -1,0 +1,51 @@
+"""attnbench-doctor: on this CPU machine it runs, says what it cannot see and judges the CPU; a
+GPU is judged through the NVML double."""
+
+import re
+import subprocess
+import sys
+
+from fake_nvml import FakeNvml
+
+from harness import doctor
+
+
+def test_on_a_cpu_machine_it_runs_and_says_what_it_cannot_see(capsys):
+    code = doctor.main(["--sample-s", "0.2"])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    assert "not seen: GPU:" in out and re.search(r"^cpu\s+usable CPUs\s+\d", out, re.M)
+    assert out.strip().splitlines()[-1].startswith("attnbench-doctor: ")
+
+
+def test_busy_cpus_fail_the_cpu_check():
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        findings = {f.check: f for f in doctor.cpu_findings(sample_s=0.5)}
+    finally:
+        for burner in burners:
+            burner.kill()
+    busy = findings["busy with other work"]
+    assert busy.status == "fail" and "CPU timings would be slowed" in busy.why
+
+
+def test_gpu_findings_through_nvml():
+    nvml = FakeNvml(period_s=0.1, others=[4242])
+    nvml.script(clocks_event_reasons=[0x40])
+    found, unseen = doctor.gpu_findings(nvml, probe_self=False)
+    checks = {f.check: f for f in found}
+    assert unseen == []
+    assert checks["energy counter step"].value.startswith("100 ms")
+    assert "for 1%: 0.4 s with step-aligned reads" in checks["energy counter step"].value
+    assert checks["other processes"].status == "fail"
+    assert checks["throttle reasons now"].status == "fail"
+    assert checks["instant power field"].value == "yes"
+    code, verdict = doctor._status_line(found)
+    assert code == 1 and "UNTRUSTWORTHY" in verdict
+
+
+def test_an_old_driver_leaves_findings_unknown_not_a_crash():
+    found, _ = doctor.gpu_findings(FakeNvml(old_driver=True), probe_self=False)
+    checks = {f.check: f for f in found}
+    assert checks["other processes"].status == "unknown"
+    assert checks["instant power field"].value == "no"

@@ -1,0 +1,179 @@
+"""Timing that knows when it is wrong: contention on the CPU, clocks on the GPU; trials and
+same-run A/B of revisions through the CLI; aggregation over trials."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from fake_nvml import FakeNvml
+from fixtures import FAST, attnbench, config, row
+
+from harness import analysis, contention, revisions, sweep
+from harness.app import measure, quote_revisions
+
+
+def test_a_busy_process_beside_a_real_cell_makes_its_timing_untrustworthy():
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(contention.usable_cpus())
+    ]
+    try:
+        row, _ = measure(
+            config(
+                "attention=softmax",
+                "resolution=64",
+                "threads=2",
+                "timing.window_s=1",
+                "timing.warmup_s=0.2",
+                "energy.idle_s=0",
+            )
+        )
+    finally:
+        for burner in burners:
+            burner.kill()
+    assert row["status"] == "ok"
+    assert row["timing_valid"] is False
+    assert row["timing_note"].startswith("threads waited for a CPU")
+    assert "run-queue wait" in row["timing_note"] and "involuntary switches/s" in row["timing_note"]
+
+
+def _cpu_check(monkeypatch, before, after, steal=((0, 1000), (0, 2000))):
+    tasks = iter([before, after])
+    steals = iter(steal)
+    monkeypatch.setattr(contention, "_tasks", lambda: next(tasks))
+    monkeypatch.setattr(contention, "_steal", lambda: next(steals))
+    monkeypatch.setattr(contention, "_load", lambda: 1.0)
+    meter = contention.CpuContention(threads=2, cpus=2)
+    meter.begin()
+    contention.time.sleep(0.05)
+    return meter.end()
+
+
+def test_cpu_thresholds(monkeypatch):
+    quiet = _cpu_check(
+        monkeypatch,
+        {"1": (0, 0), "2": (0, 0)},
+        {"1": (49_000_000, 500_000), "2": (48_000_000, 400_000)},
+    )
+    assert quiet.valid and "run-queue wait 0.9%" in quiet.note
+    waited = _cpu_check(monkeypatch, {"1": (0, 0)}, {"1": (40_000_000, 10_000_000)})
+    assert not waited.valid and waited.note.startswith("threads waited for a CPU 20%")
+    stolen = _cpu_check(
+        monkeypatch, {"1": (0, 0)}, {"1": (49_000_000, 0)}, steal=((0, 1000), (100, 2000))
+    )
+    assert not stolen.valid and "hypervisor steal 10%" in stolen.note
+
+
+@pytest.mark.parametrize(
+    "reasons,clocks,valid,text",
+    [
+        ((0, 0), (1980, 1980), True, "SM clock 1980 -> 1980 MHz"),
+        ((0, 0x04), (1980, 1900), True, "software power cap at end"),
+        ((0, 0x40), (1980, 1980), False, "hardware thermal slowdown at the window's end"),
+        ((0x20, 0), (1980, 1980), False, "software thermal slowdown at the window's start"),
+        ((0, 0), (1980, 1200), False, "SM clock fell 1980 -> 1200 MHz"),
+    ],
+)
+def test_gpu_clocks(reasons, clocks, valid, text):
+    nvml = FakeNvml()
+    nvml.script(
+        clocks_event_reasons=list(reasons), sm_clock_mhz=list(clocks), temperature_c=[50, 61]
+    )
+    meter = contention.GpuClocks(nvml, "GPU-fake")
+    meter.begin()
+    check = meter.end()
+    assert (check.valid, text in check.note) == (valid, True), check.note
+    assert "50 -> 61 C" in check.note
+
+
+def test_gpu_clocks_unreadable_on_an_old_driver_degrade_to_a_note():
+    nvml = FakeNvml(old_driver=True)
+    meter = contention.GpuClocks(nvml, "GPU-fake")
+    meter.begin()
+    check = meter.end()
+    assert check.valid and "throttle reasons unreadable at start" in check.note
+
+
+def test_revision_values_are_quoted_for_hydra():
+    assert quote_revisions(["revision=HEAD~1,HEAD", "resolution=224", "revision=null"]) == [
+        "revision='HEAD~1','HEAD'",
+        "resolution=224",
+        "revision=null",
+    ]
+
+
+def test_a_revision_that_does_not_exist_is_refused_naming_it(tmp_path):
+    done = attnbench(
+        "sweep=smoke", "revision=no-such-ref", f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert "revision 'no-such-ref' does not exist" in done.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_an_ab_sweep_with_trials_measures_both_sides_and_resumes_trials(tmp_path):
+    head = revisions.resolve("HEAD")
+    args = [
+        "attention=linear_infsa",
+        "resolution=32",
+        "revision=HEAD,null",
+        "trials=2",
+        f"hydra.sweep.dir={tmp_path}/ab",
+        *FAST,
+    ]
+    done = attnbench(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "ab" / "results.csv", keep_default_na=False)
+    assert sorted(zip(table["revision"], table["trial"], strict=True)) == [
+        ("", 0),
+        ("", 1),
+        (head, 0),
+        (head, 1),
+    ]
+    order = [
+        line.split(" @")[1].split()[0] if " @" in line else "null"
+        for line in done.stdout.splitlines()
+        if line.startswith("[")
+    ]
+    assert order == [head, "null", "null", head]  # back to back, the first side alternating
+    plan = json.loads((tmp_path / "ab" / "sweep.json").read_text())
+    assert plan["revisions"] == [{"ref": "HEAD", "sha": head}, {"ref": "null", "sha": ""}]
+    one = next(p for p in (tmp_path / "ab").rglob("result.json") if "trial=1" in str(p))
+    os.remove(one)
+    again = attnbench(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len([line for line in again.stdout.splitlines() if line.startswith("resumed:")]) == 3
+    check = subprocess.run(
+        [sys.executable, "-m", "harness.check", "--ab", str(tmp_path / "ab")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode in (0, 1, 3), check.stderr  # a verdict, not unusable input
+    assert f"A/B HEAD ({head}) -> this checkout (working tree)" in check.stdout.splitlines()[-1]
+
+
+def test_aggregating_trials_gives_medians_and_an_interval():
+    trials = pd.DataFrame(
+        [row("softmax", 224, throughput=t, trial=i) for i, t in enumerate((90.0, 100.0, 110.0))]
+        + [row("softmax", 448, throughput=50.0)]
+    )
+    table = analysis.aggregate(trials).set_index("resolution")
+    assert table.loc[224, "trials"] == 3 and table.loc[224, "throughput_img_s"] == 100.0
+    assert table.loc[224, "throughput_lo"] < 90 < 110 < table.loc[224, "throughput_hi"]
+    assert table.loc[224, "interval"] == "95% over 3 trials"
+    assert table.loc[448, "interval"] == "p10..p90 of one window's steps"
+
+
+def test_the_summary_counts_untrustworthy_cells_and_silent_jobs():
+    table = pd.DataFrame(
+        [
+            row("softmax", 224, timing_valid=True, overrides="a"),
+            row("sdpa", 224, timing_valid=False, overrides="b"),
+        ]
+    )
+    text = sweep.summary(table, [["a"], ["b"], ["c"]])
+    assert "2 cells: 2 ok; 1 of 2 ok cells have untrustworthy timing" in text
+    assert "1 planned cells wrote no row: c" in text
