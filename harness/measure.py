@@ -6,6 +6,8 @@ count all belong to this cell alone.
 
 from __future__ import annotations
 
+import mmap
+import random
 import resource
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +54,24 @@ def use_revision(cfg: Config) -> None:
         raise cell.CellError(f"at revision {cfg.revision}: {err}") from None
 
 
+_SHIFT: list[object] = []  # kept alive for the process's life
+
+
+def shift_layout() -> None:
+    """Move this process's heap and mappings by a random amount before anything is built.
+
+    Measuring processes are forked from one server, so they all start with its memory layout;
+    then the same allocations land at the same addresses in every trial, and an unlucky
+    alignment (cache-set or 4K aliasing between buffers) biases every trial of one side of an
+    A/B the same way (seen here: an unchanged mechanism 10-17% "slower" in all ten trials of one
+    sweep, and not in the next). A random shift per process turns that bias into noise between
+    trials, which the intervals then see.
+    """
+    rng = random.SystemRandom()
+    _SHIFT.append(bytearray(rng.randrange(16, 65536, 16)))  # the heap's next chunks
+    _SHIFT.append(mmap.mmap(-1, rng.randrange(1, 1024) * mmap.PAGESIZE))  # the next mappings
+
+
 def limit_address_space(limit_gb: float | None) -> None:
     """A CPU allocation past `limit_gb` beyond what the process already maps fails (-> oom)."""
     if not limit_gb:
@@ -68,6 +88,7 @@ def measure(
     """Everything the row gets from measuring; `send` ships early results to the parent.
     `uuid` is the GPU the job leased (None: found through NVML from the device index)."""
     torch.set_num_threads(cfg.threads or 1)
+    shift_layout()
     if cfg.revision:
         use_revision(cfg)
     send(counts(cfg, send))

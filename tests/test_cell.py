@@ -227,3 +227,11 @@ def test_cpu_memory_peak_belongs_to_the_window():
     later = MemoryMeter(torch.device("cpu"))
     later.begin()  # a new meter forgets the old peak
     assert later.end() < 32 * 2**20
+
+
+def test_help_says_what_a_plain_attnbench_does(tmp_path):
+    done = attnbench("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "`attnbench` alone runs the default sweep (sweep=quick" in done.stdout
+    assert "attention: " in done.stdout and "linear_infsa" in done.stdout  # the choices
+    assert "timing.window_s" in done.stdout and "attnbench-doctor" in done.stdout
