@@ -152,7 +152,12 @@ class Cluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
+        """Cancel every job and wait for the node to be empty (a job step left running when
+        slurmd goes would outlive the test), then stop the daemons."""
         subprocess.run(["scancel", "--full", "--user=root"], env=self.env, capture_output=True)
+        deadline = time.monotonic() + 30
+        while self.queue() and time.monotonic() < deadline:
+            time.sleep(0.5)
         for proc in reversed(self.procs):
             proc.terminate()
         for proc in self.procs:
