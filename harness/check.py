@@ -119,15 +119,17 @@ def revisions_in(rows: pd.DataFrame) -> list[str]:
 
 
 def pick_revision(rows: pd.DataFrame, wanted: str | None, role: str) -> pd.DataFrame:
-    """One revision's rows: the only one, or the one `wanted` names (a commit prefix)."""
+    """One revision's rows: the only one, or, where there are several, the one `wanted` names
+    (a commit prefix). A side of one revision is used as it is: a baseline measured from a
+    working tree (revision null) is checked against the commit CI measured."""
     found = revisions_in(rows)
-    if wanted is None:
-        if len(found) > 1:
-            raise UnusableInput(
-                f"{role} holds several revisions ({', '.join(r or 'null' for r in found)}):"
-                " pick one with --revision, or compare them with --ab"
-            )
+    if len(found) <= 1:
         return rows
+    if wanted is None:
+        raise UnusableInput(
+            f"{role} holds several revisions ({', '.join(r or 'null' for r in found)}):"
+            " pick one with --revision, or compare them with --ab"
+        )
     chosen = [r for r in found if wanted and r.startswith(wanted[:12])] or (
         [""] if wanted == "null" and "" in found else []
     )

@@ -278,6 +278,14 @@ def test_ab_compares_the_two_revisions_of_one_run(tmp_path, capsys):
         ]
     )
     assert code == check.EXIT_OK and "exact metrics only" in capsys.readouterr().out
+    # a baseline of one revision (here null: measured from a working tree) is used as it is,
+    # while the side of several revisions is narrowed to the one named
+    trial_rows().to_csv(tmp_path / "baseline.csv", index=False)
+    argv = ["--baseline", str(tmp_path / "baseline.csv"), "--current", str(tmp_path / "run")]
+    assert check.main([*argv, "--revision", "bbbb", "--exact-only"]) == check.EXIT_OK
+    capsys.readouterr()
+    assert check.main([*argv, "--revision", "cccc", "--exact-only"]) == 2
+    assert "--revision cccc: current holds aaaaaaaaaaaa, bbbbbbbbbbbb" in capsys.readouterr().err
 
 
 def test_ab_needs_two_revisions(tmp_path, capsys):
