@@ -72,8 +72,10 @@ def summary(name: str, rows: pd.DataFrame, cells: pd.DataFrame) -> Section:
     times = rows["timestamp"].dropna().astype(str) if "timestamp" in rows else pd.Series(dtype=str)
     spent = analysis.numeric(rows, "harness_s").sum()
     bullets = [
-        f"What ran: {len(cells)} cells ({len(rows)} measurements with trials) of "
-        f"{cells['attention'].nunique()} mechanisms, {', '.join(sorted(set(cells['model'])))}, "
+        f"What ran: {len(cells)} cells"
+        + (f" ({len(rows)} measurements over trials)" if len(rows) > len(cells) else "")
+        + f" of {cells['attention'].nunique()} mechanisms, "
+        f"{', '.join(sorted(set(cells['model'])))}, "
         f"{analysis._span(sorted(set(cells['resolution'])))}, modes "
         f"{', '.join(sorted(set(cells['mode'])))}, {', '.join(sorted(set(cells['dtype'])))}.",
         f"Where: {devices or 'unknown device'}; when: "

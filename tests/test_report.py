@@ -157,6 +157,15 @@ def test_report_files_are_self_contained(tmp_path):
     assert "Finding: fastest at 1024² (inference): linear_infsa" in md.read_text()
 
 
+def test_summary_counts_measurements_only_when_there_were_several_trials():
+    one = ladder(energy=False)
+    first = report.summary("one", one, analysis.aggregate(one)).bullets[0]
+    assert first.startswith(f"What ran: {len(analysis.aggregate(one))} cells of ")
+    three = pd.concat([one.assign(trial=t) for t in range(3)], ignore_index=True)
+    first = report.summary("three", three, analysis.aggregate(three)).bullets[0]
+    assert f"({len(three)} measurements over trials)" in first
+
+
 def _sweep(tmp_path, *args):
     return subprocess.run(
         [
