@@ -162,7 +162,8 @@ def main() -> None:
                 for kind, other in (("A/B", slow), ("A/A", noop)):
                     code, line, wall = ab(head, other, args.trials, Path(tmp))
                     results[kind].append((code, line, wall))
-                    print(f"{kind} run {r + 1}: exit {code} in {wall:.0f} s: {line[:300]}")
+                    shown = line if code == 1 else line[:300]  # name every cell called regressed
+                    print(f"{kind} run {r + 1}: exit {code} in {wall:.0f} s: {shown}")
                     sys.stdout.flush()
         finally:
             if burner is not None:
