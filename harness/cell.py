@@ -11,7 +11,7 @@ import attention_zoo as zoo
 from . import revisions
 from .config import Config
 from .contention import usable_cpus
-from .rows import device_class
+from .rows import cell_words
 
 MODES = ("infer", "train")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -148,10 +148,7 @@ def describe(row: dict[str, Any]) -> str:
     opts = "".join(f" {k}={v}" for k, v in sorted(changed.items()))
     rev = f" @{row['revision']}" if row.get("revision") else ""
     trial = f" trial {row['trial']}" if row.get("trial") else ""
-    cell = (
-        f"{row['attention']}{opts}{rev} {row['model']} {row['resolution']}px "
-        f"b{row['batch_size']} {row['mode']} {row['dtype']} {device_class(row['device'])}{trial}"
-    )
+    cell = cell_words(row, f"{opts}{rev}") + trial
     if row["status"] != "ok":
         return f"{cell} {row['status']}: {row['error']}".rstrip(": ")
     energy = row.get("energy_j_per_img")

@@ -266,12 +266,7 @@ def cells(rows: pd.DataFrame) -> dict[str, Cell]:
 def cell_name(line: dict[str, Any] | pd.Series) -> str:
     """A row's cell in words (its options only when it has some)."""
     options = schema.canonical("attention_options", line.get("attention_options"))
-    shown = "" if options == "{}" else f" {options}"
-    return (
-        f"{line['attention']}{shown} {line['model']} {line['resolution']}px "
-        f"b{line['batch_size']} {line['mode']} {line['dtype']} "
-        f"{schema.device_class(line['device'])}"
-    )
+    return schema.cell_words(line, "" if options == "{}" else f" {options}")
 
 
 # ---------------------------------------------------------------- verdicts
@@ -297,7 +292,7 @@ def ratio(
         pairs = base.paired(cur, metric)
         if len(pairs) > 1:
             point, lo, hi = stats.paired_ratio([b for b, _ in pairs], [c for _, c in pairs])
-            return point, lo, hi, f"paired t interval over {len(pairs)} trials"
+            return point, lo, hi, f"sign-test interval over {len(pairs)} paired trials"
     b, c = base.per_trial(metric), cur.per_trial(metric)
     if min(len(b), len(c)) > 1:
         point, lo, hi = stats.trial_ratio(b, c)

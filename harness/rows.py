@@ -138,6 +138,15 @@ def device_class(device: Any) -> str:
     return str(device).partition(":")[0]
 
 
+def cell_words(row: Mapping[str, Any], options: str = "") -> str:
+    """A cell in words, as progress lines and the check name it; `options` is already worded
+    by the caller (the check cannot ask the zoo for defaults without importing torch)."""
+    return (
+        f"{row['attention']}{options} {row['model']} {row['resolution']}px "
+        f"b{row['batch_size']} {row['mode']} {row['dtype']} {device_class(row['device'])}"
+    )
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
