@@ -10,10 +10,18 @@ from torch import Tensor, nn
 
 from .registry import check_heads, create
 
+# The paper's two models, a small one for CPUs, and the shapes people compare against (patch 16,
+# MLP ratio 4; with the global-average-pool head these equal timm's VisionTransformer of the same
+# name built with class_token=False, global_pool="avg").
 PRESETS: dict[str, dict[str, int]] = {
     "paper_4l": {"depth": 4, "dim": 1024, "num_heads": 64},
     "paper_24l": {"depth": 24, "dim": 1024, "num_heads": 16},
     "small": {"depth": 4, "dim": 192, "num_heads": 3},
+    "deit_tiny": {"depth": 12, "dim": 192, "num_heads": 3},
+    "deit_small": {"depth": 12, "dim": 384, "num_heads": 6},
+    "deit_base": {"depth": 12, "dim": 768, "num_heads": 12},
+    "vit_base": {"depth": 12, "dim": 768, "num_heads": 12},
+    "vit_large": {"depth": 24, "dim": 1024, "num_heads": 16},
 }
 
 BASE_GRID = 14  # the position embedding is learned for a 224² image at patch 16

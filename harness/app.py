@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import cell, config, gpus, provenance, rows, sweep, worker
+import attention_zoo as zoo
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-config.register()
+from . import cell, config, gpus, paths, provenance, rows, sweep, worker
+
 stopping: list[dict[str, Any]] = []  # a cell stopped by SIGTERM: write its row, then stop too
 
 
@@ -118,7 +118,7 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+@hydra.main(config_path=str(paths.config_dir()), config_name="config", version_base=None)
 def job(raw: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
@@ -170,7 +170,56 @@ def quote_revisions(argv: list[str]) -> list[str]:
     return out
 
 
+def named_mechanisms(argv: list[str]) -> list[str]:
+    """The `attention=` values of the command line (lists and choice() included; glob() picks
+    from what is registered anyway), read with Hydra's own override parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(argv)
+    except Exception:  # noqa: BLE001  (Hydra reports its own syntax errors, later)
+        return []
+    names: list[str] = []
+    for override in overrides:
+        if override.get_key_element().lstrip("+") != "attention":
+            continue
+        if override.is_sweep_override() and override.is_discrete_sweep():
+            if override.value_type != ValueType.GLOB_CHOICE_SWEEP:
+                names += list(override.sweep_string_iterator())
+        elif not override.is_sweep_override():
+            names.append(override.get_value_element_as_str())
+    return names
+
+
+def load_mechanisms(argv: list[str]) -> list[str]:
+    """Plugins found, those named by import path loaded; a named one that cannot be used ends
+    the run (exit 2) with one line saying why, a broken plugin not named is only warned of."""
+    named = named_mechanisms(argv)
+    adhoc = []
+    for name in named:
+        try:
+            zoo.info(name)
+        except ValueError as err:
+            valid = ", ".join(zoo.available())
+            print(
+                f"attnbench: error: {err}; valid choices: {valid}, or pkg.module.Class",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        if zoo.info(name).origin == "import path":
+            adhoc.append(name)
+    for name, why in zoo.problems().items():
+        print(f"attnbench: warning: mechanism {name!r} left out: {why}", file=sys.stderr)
+    return adhoc
+
+
 def main() -> None:
     """The console script."""
-    sys.argv[1:] = quote_revisions(sys.argv[1:])
+    argv = quote_revisions(sys.argv[1:])
+    if "--version" in argv:
+        print(f"attnbench {paths.version()}")
+        return
+    config.register(load_mechanisms(argv))
+    sys.argv[1:] = argv
     job()

@@ -71,17 +71,11 @@ def validate(cfg: Config) -> Config:
                 f"{p}; valid resolutions: {p}, {2 * p}, ..., e.g. 224, 1024, 9216"
             )
     if cfg.revision is not None:
-        try:  # the measuring process checks the options against that revision's zoo
-            cfg.revision = revisions.resolve(cfg.revision)
-            revisions.export(cfg.revision)
+        try:  # the measuring process checks the options against that revision's code
+            cfg.revision = source(cfg).sha
         except revisions.RevisionError as err:
             raise CellError(str(err)) from None
     else:
-        if cfg.attention_name not in zoo.available():
-            raise CellError(
-                f"unknown attention {cfg.attention_name!r}; "
-                f"valid choices: {', '.join(zoo.available())}"
-            )
         import torch
 
         try:
@@ -92,6 +86,17 @@ def validate(cfg: Config) -> Config:
     cfg.device = resolve_device(cfg.device)
     cfg.threads = cfg.threads or usable_cpus()
     return cfg
+
+
+def source(cfg: Config) -> revisions.Export:
+    """The exported revision a cell measures: made by the sweep's planner (a pinned commit),
+    else resolved and exported now."""
+    assert cfg.revision is not None
+    package = cfg.revision_package or revisions.package_of(cfg.attention_name)
+    done = revisions.cached(package, cfg.revision)
+    if done is None:
+        done = revisions.export(package, cfg.revision, revisions.repository(cfg.revision_repo))
+    return done
 
 
 def build(cfg: Config) -> zoo.ViT:
@@ -116,7 +121,7 @@ def fields(cfg: Config) -> dict[str, Any]:
     return {
         "attention": cfg.attention_name,
         "attention_options": dict(sorted(cfg.attention_options.items())),
-        "model": cfg.model.name,
+        "model": cfg.model_label,
         "depth": cfg.model.depth,
         "dim": cfg.model.dim,
         "heads": cfg.model.num_heads,
@@ -142,7 +147,7 @@ def describe(row: dict[str, Any]) -> str:
     options = row.get("attention_options") or {}
     try:
         defaults = zoo.info(row["attention"]).options
-    except ValueError:  # another revision's mechanism
+    except ValueError:  # another revision's mechanism, or a plugin that cannot be loaded here
         defaults = {}
     changed = {k: v for k, v in options.items() if k not in defaults or _differs(v, defaults[k])}
     opts = "".join(f" {k}={v}" for k, v in sorted(changed.items()))

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import paths, stats
 from . import rows as schema
-from . import stats
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 EXACT = ["status", "params", "macs", "flops"]
@@ -99,10 +99,11 @@ def load(source: Path, role: str) -> pd.DataFrame:
             f"{role} {source} is not an attnbench result (schema): no column {', '.join(missing)}"
         )
     version = rows.get("schema_version", pd.Series([schema.SCHEMA_VERSION])).dropna()
-    if not version.empty and int(version.max()) != schema.SCHEMA_VERSION:
+    unreadable = sorted({int(v) for v in version} - set(schema.READABLE_VERSIONS))
+    if unreadable:
         raise UnusableInput(
-            f"{role} {source} has schema_version {int(version.max())}; this "
-            f"attnbench reads {schema.SCHEMA_VERSION}: re-measure the baseline"
+            f"{role} {source} has schema_version {unreadable[0]}; this attnbench reads "
+            f"{', '.join(map(str, schema.READABLE_VERSIONS))}: re-measure the baseline"
         )
     rows = rows.copy()
     for column in ("params", "macs", "flops", "latency_ms_p10", "latency_ms_p90", *METRICS):
@@ -111,6 +112,7 @@ def load(source: Path, role: str) -> pd.DataFrame:
     revision = rows.get("revision", pd.Series("", index=rows.index))
     rows["revision"] = revision.map(lambda v: "" if pd.isna(v) else str(v))
     rows["cell"] = rows.apply(schema.identity, axis=1)
+    rows["exact_cell"] = rows.apply(schema.identity, axis=1, columns=schema.EXACT_IDENTITY)
     return rows
 
 
@@ -259,8 +261,27 @@ class Cell:
         return [s for s in steps if s] if steps and all(steps) else None
 
 
-def cells(rows: pd.DataFrame) -> dict[str, Cell]:
-    return {key: Cell.of(group) for key, group in rows.groupby("cell", sort=False)}
+def cells(rows: pd.DataFrame, key: str = "cell") -> dict[str, Cell]:
+    """The rows grouped into cells by their full identity (`cell`) or by the identity without
+    machine-dependent settings (`exact_cell`)."""
+    return {k: Cell.of(group) for k, group in rows.groupby(key, sort=False)}
+
+
+def differences(base: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """Identity columns whose values the two sides never share, in words."""
+    out = []
+    for column in columns:
+        if column not in base or column not in cur:
+            continue
+        b = {schema.canonical(column, v) for v in base[column]}
+        c = {schema.canonical(column, v) for v in cur[column]}
+        if b.isdisjoint(c):
+            out.append(f"baseline {column}={_values(b)}, current {column}={_values(c)}")
+    return out
+
+
+def _values(values: set[Any]) -> str:
+    return "/".join(sorted(map(str, values)))
 
 
 def cell_name(line: dict[str, Any] | pd.Series) -> str:
@@ -318,21 +339,52 @@ def ratio(
 
 
 def compare(
-    baseline: dict[str, Cell],
-    current: dict[str, Cell],
+    base_rows: pd.DataFrame,
+    cur_rows: pd.DataFrame,
     tolerances: dict[str, float],
     paired: bool = False,
-) -> pd.DataFrame:
-    """One line per compared cell and metric, with its verdict and why."""
-    common = [key for key in baseline if key in current]
-    if not common:
+    exact_only: bool = False,
+    notes: list[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Cell], dict[str, Cell]]:
+    """One line per compared cell and metric, with its verdict and why; and the cells of each
+    side. Exact metrics match cells without machine-dependent settings (threads), so a baseline
+    from a runner with another CPU count still vouches for status, params and FLOPs; timed
+    metrics match the full identity. What the reader must know is appended to `notes`."""
+    notes = [] if notes is None else notes
+    exact_b, exact_c = cells(base_rows, "exact_cell"), cells(cur_rows, "exact_cell")
+    if not any(key in exact_c for key in exact_b):
+        why = differences(base_rows, cur_rows, schema.EXACT_IDENTITY)
         raise UnusableInput(
-            "baseline and current have no cell in common (identity: "
-            + ", ".join(schema.IDENTITY)
-            + ")"
+            "baseline and current have no cell in common"
+            + (f": {'; '.join(why)}" if why else f" (identity: {', '.join(schema.IDENTITY)})")
         )
+    lines = exact_lines(exact_b, exact_c)
+    if exact_only:
+        return pd.DataFrame(lines), exact_b, exact_c
+    baseline, current = cells(base_rows), cells(cur_rows)
+    common = [key for key in baseline if key in current]
+    alike = {c.rows["exact_cell"].iloc[0] for k, c in baseline.items() if k in current}
+    apart = [k for k in exact_b if k in exact_c and k not in alike]
+    if apart:
+        why = differences(exact_b[apart[0]].rows, exact_c[apart[0]].rows, schema.MACHINE)
+        said = "; ".join(why) or "machine-dependent settings differ"
+        setting = why[0].split(", ")[0].removeprefix("baseline ") if why else "the baseline's"
+        advice = (
+            f"{said}: time, energy and memory are compared only between cells measured alike; "
+            f"re-measure the baseline on this runner or set {setting} "
+            "(--exact-only compares status, params and FLOPs across machines)"
+        )
+        if not common:
+            raise UnusableInput(f"baseline and current share no cell measured alike ({advice})")
+        notes.append(f"{len(apart)} cells compared on exact metrics only: {advice}")
+    lines += timed_lines(baseline, current, common, tolerances, paired)
+    return pd.DataFrame(lines), baseline, current
+
+
+def exact_lines(baseline: dict[str, Cell], current: dict[str, Cell]) -> list[dict[str, Any]]:
+    """status, params, MACs and FLOPs of every cell both sides have."""
     lines = []
-    for key in common:
+    for key in [k for k in baseline if k in current]:
         b, c = baseline[key], current[key]
         line = {"cell": c.name}
         for column in EXACT:
@@ -359,6 +411,21 @@ def compare(
                     "why": "exact",
                 }
             )
+    return lines
+
+
+def timed_lines(
+    baseline: dict[str, Cell],
+    current: dict[str, Cell],
+    common: list[str],
+    tolerances: dict[str, float],
+    paired: bool,
+) -> list[dict[str, Any]]:
+    """Throughput, latency, energy and memory of the cells both sides measured alike."""
+    lines = []
+    for key in common:
+        b, c = baseline[key], current[key]
+        line = {"cell": c.name}
         if b.status != "ok" or c.status != "ok":
             continue
         for name, metric in METRICS.items():
@@ -390,7 +457,7 @@ def compare(
                     "why": why,
                 }
             )
-    return pd.DataFrame(lines)
+    return lines
 
 
 # ---------------------------------------------------------------- output
@@ -532,6 +599,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"attnbench {paths.version()}")
     parser.add_argument("--baseline", type=Path, help="results.csv or run dir")
     parser.add_argument("--current", type=Path, help="run dir or results.csv")
     parser.add_argument(
@@ -578,19 +646,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_rows = normalise(base_rows, config["normalise"])
             cur_rows = normalise(cur_rows, config["normalise"])
             mode += f", normalised to {config['normalise']}"
-        baseline, current = cells(base_rows), cells(cur_rows)
-        table = compare(baseline, current, config["tolerance"], paired=args.ab is not None)
+        notes: list[str] = []
+        table, baseline, current = compare(
+            base_rows, cur_rows, config["tolerance"], args.ab is not None, args.exact_only, notes
+        )
     except UnusableInput as err:
         print(f"attnbench-check: unusable input: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
     if args.exact_only:
-        table = table[table["metric"].isin(EXACT)]
-        mode += ", exact metrics only"
+        mode += ", exact metrics only (cells matched without threads)"
     for path, bigger in ((args.github_bigger, True), (args.github_smaller, False)):
         if path is not None:
             path.write_text(json.dumps(github_benchmark(raw_current, bigger), indent=1))
     if config["normalise"]:
         print(f"(time and energy above are relative to {config['normalise']} in the same run)")
+    for note in notes:
+        print(f"note: {note}")
     return report(table, baseline, current, mode)
 
 

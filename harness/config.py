@@ -69,7 +69,9 @@ class Config:
     threads: int | None = None  # torch intra-op threads (null: the CPUs this process may use)
     trials: int = 1  # independent measurements of each cell, each in its own process
     trial: int = 0  # which of them this job is (set by the sweeper)
-    revision: str | None = None  # measure the attention_zoo of this git revision
+    revision: str | None = None  # measure this git revision of the mechanism's package
+    revision_repo: str | None = None  # the git repository of `revision` (null: the current dir's)
+    revision_package: str | None = None  # the package exported (null: the mechanism's own)
     timing: TimingConfig = field(default_factory=TimingConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
@@ -84,6 +86,20 @@ class Config:
     @property
     def attention_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.attention.items() if k != "name"}
+
+    @property
+    def model_label(self) -> str:
+        """The preset's name, or e.g. `small(depth=8)` when the preset's shape was changed: a
+        row of a changed shape is its own model, not the preset it started from."""
+        m = self.model
+        if m.name not in zoo.PRESETS:
+            return m.name
+        preset: dict[str, float] = {"patch_size": _VIT["patch_size"].default}
+        preset |= {"mlp_ratio": _VIT["mlp_ratio"].default, **zoo.PRESETS[m.name]}
+        shape: dict[str, float] = {"depth": m.depth, "dim": m.dim, "num_heads": m.num_heads}
+        shape |= {"patch_size": m.patch_size, "mlp_ratio": m.mlp_ratio}
+        changed = [f"{k}={v:g}" for k, v in shape.items() if v != preset[k]]
+        return f"{m.name}({','.join(changed)})" if changed else m.name
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -102,8 +118,11 @@ class SweeperConfig:
     params: dict[str, str] | None = None  # key -> sweep values, as on the command line
 
 
-def register() -> None:
-    """Put the schema, the groups from the registry and the sweeper into Hydra's ConfigStore."""
+def register(named: list[str] | tuple[str, ...] = ()) -> None:
+    """Put the schema, the groups from the registry and the sweeper into Hydra's ConfigStore.
+
+    `named`: mechanisms named by import path on the command line (attention=pkg.module.Class),
+    already loaded into the registry; they become group entries like the registered ones."""
     from hydra.core.plugins import Plugins
     from hydra_plugins.attnbench_sweeper import AttnbenchSweeper
 
@@ -112,7 +131,7 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     store.store(group="hydra/sweeper", name="attnbench", node=SweeperConfig)
-    for name in zoo.available():
+    for name in dict.fromkeys([*zoo.available(), *named]):
         options = {
             k: list(v) if isinstance(v, tuple) else v for k, v in zoo.info(name).options.items()
         }

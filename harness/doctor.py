@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import nvml as nv
+from . import paths
 from .contention import GPU_SLOWDOWNS, usable_cpus
 
 STEP_PROBE_S = 1.0  # how long the counter is watched to measure its step
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"attnbench {paths.version()}")
     parser.add_argument("--sample-s", type=float, default=1.0, help="CPU load sampling time")
     parser.add_argument("--json", type=Path, help="also write the findings as JSON")
     args = parser.parse_args(argv)

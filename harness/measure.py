@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import cell, energy, flops, provenance, revisions
+from . import cell, energy, flops, paths, provenance, revisions
 from . import nvml as nv
 from .config import Config
 from .contention import CpuContention, GpuClocks, TimingCheck, usable_cpus
@@ -29,7 +29,7 @@ def counts(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any
     fvcore cannot trace keeps empty FLOPs; if it is broken, measuring it will say so."""
     with torch.device("meta"):
         params = sum(p.numel() for p in cell.build(cfg).parameters())
-    send({"params": params})
+    send({"params": params, "attention_source": origin(cfg.attention_name)})
     try:
         macs = flops.macs_per_image(lambda: cell.build(cfg), *cfg.hw)
     except Exception:  # noqa: BLE001
@@ -40,13 +40,32 @@ def counts(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any
 def count(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Only the counts: for a cell that is not run (skipped after an OOM)."""
     if cfg.revision:
-        use_revision(cfg)
+        use_revision(cfg, send)
     return counts(cfg, send)
 
 
-def use_revision(cfg: Config) -> None:
-    """Import that revision's zoo, and check the cell's options against it (bad -> invalid)."""
-    revisions.activate(str(cfg.revision))
+def origin(mechanism: str) -> str:
+    """Where the mechanism measured here came from: its module, how it was found, and the file
+    (a revision's export shows in the path)."""
+    import sys
+
+    import attention_zoo
+
+    found = attention_zoo.info(mechanism)
+    how = getattr(found, "origin", "built-in")  # another revision's zoo predates origins
+    if how == "built-in":
+        how = f"built-in, attnbench {paths.version()}"
+    name = getattr(found, "module", "") or "attention_zoo"
+    where = getattr(sys.modules.get(name), "__file__", None) or "?"
+    return f"{name} ({how}; {where})"
+
+
+def use_revision(cfg: Config, send: Callable[[dict[str, Any]], None]) -> None:
+    """Import that revision of the mechanism's package, and check the cell's options against it
+    (bad -> invalid)."""
+    done = cell.source(cfg)
+    revisions.activate(done)
+    send({"revision_repo": done.repo})
     try:
         with torch.device("meta"):
             cell.build(cfg)
@@ -90,7 +109,7 @@ def measure(
     torch.set_num_threads(cfg.threads or 1)
     shift_layout()
     if cfg.revision:
-        use_revision(cfg)
+        use_revision(cfg, send)
     send(counts(cfg, send))
     device = torch.device(cfg.device)
     gpu = GpuSide.before_cuda(device, uuid) if device.type == "cuda" else None

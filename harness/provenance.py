@@ -14,17 +14,20 @@ from typing import Any
 import torch
 
 from . import nvml as nv
-
-REPO = Path(__file__).resolve().parent.parent
+from . import paths
 
 
 @cache
 def git_sha() -> str:
-    """The harness checkout's commit, '+dirty' when it has uncommitted changes, '' outside git."""
+    """The attnbench checkout's commit, '+dirty' when it has uncommitted changes; '' for an
+    installed wheel (never the commit of a repository that merely encloses site-packages)."""
+    repo = paths.checkout()
+    if repo is None:
+        return ""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=REPO,
+            cwd=repo,
             capture_output=True,
             text=True,
             timeout=10,
@@ -32,7 +35,7 @@ def git_sha() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
+            cwd=repo,
             capture_output=True,
             text=True,
             timeout=10,
@@ -60,6 +63,7 @@ def host() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "hostname": socket.gethostname(),
         "git_sha": git_sha(),
+        "attnbench_version": paths.version(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python_version": platform.python_version(),
     }

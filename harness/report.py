@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import analysis, figures
+from . import analysis, figures, paths
 from .rows import collect, write_atomic, write_results
 from .sweep import read_plan
 
-REPORTS = Path("reports")
+REPORTS = paths.REPORTS
 
 
 @dataclass
@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"attnbench {paths.version()}")
     parser.add_argument(
         "runs",
         nargs="+",

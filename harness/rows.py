@@ -19,14 +19,16 @@ import pandas as pd
 ROW_FILE = "result.json"
 RESULTS = "results.csv"
 TRACEBACK_FILE = "traceback.txt"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # v3 added revision_repo, attention_source, attnbench_version
 
 # column -> meaning. The README's column table is this dict: `python -m harness.rows` prints it
 # and a test keeps the README equal to it.
 COLUMNS: dict[str, str] = {
-    "attention": "mechanism name from the attention_zoo registry",
+    "attention": "mechanism: its registered name (built-in or plugin) or its import path",
     "attention_options": "the mechanism's options as given (JSON object)",
-    "model": "model preset (paper_4l, paper_24l, small)",
+    "model": "model preset (attention_zoo.PRESETS), e.g. small; `small(depth=8)` when its "
+    "shape was changed",
     "depth": "transformer blocks",
     "dim": "embedding width",
     "heads": "attention heads",
@@ -43,7 +45,11 @@ COLUMNS: dict[str, str] = {
     "tf32": "TF32 matmuls and convolutions allowed",
     "threads": "torch intra-op threads the cell ran with",
     "trial": "which independent measurement of the cell this row is (0, 1, ...)",
-    "revision": "git revision whose attention_zoo was measured (empty: this checkout's)",
+    "revision": "git commit of the mechanism's package that was measured (empty: the installed "
+    "code)",
+    "revision_repo": "the git repository that commit is from",
+    "attention_source": "where the mechanism's code came from: module, how it was found "
+    "(built-in, entry point of a distribution and its version, import path) and its file",
     "status": "ok, oom (out of memory, with evidence), skipped_oom (not run: a smaller size ran "
     "out of memory), kernel_limit (a kernel's size limit: grid, 32-bit indexing) or error",
     "error": "why the cell is not ok (empty when ok); the traceback is in the job directory",
@@ -97,7 +103,9 @@ COLUMNS: dict[str, str] = {
     "python_version": "Python version",
     "cpu_model": "CPU model",
     "hostname": "machine name",
-    "git_sha": "attnbench commit ('+dirty' with uncommitted changes)",
+    "attnbench_version": "version of the installed attnbench that measured the row",
+    "git_sha": "attnbench commit when run from a git checkout ('+dirty' with uncommitted "
+    "changes; empty for an installed wheel)",
     "timestamp": "UTC time the cell started",
     "overrides": "the Hydra overrides of the job",
     "schema_version": "version of this column set",
@@ -126,6 +134,10 @@ IDENTITY = (
     "threads",
 )
 SIZE = ("resolution", "height")  # identity columns that only change the cell's size
+# Identity columns set by the machine rather than the code: status, params and FLOPs do not
+# depend on them, so the exact check matches cells without them (a baseline travels).
+MACHINE = ("threads",)
+EXACT_IDENTITY = tuple(c for c in IDENTITY if c not in MACHINE)
 SAMPLE = ("revision", "trial")  # which measurement of a cell a row is, within one sweep
 
 _INTEGER = {"depth", "dim", "heads", "patch_size", "resolution", "height", "batch_size"}

@@ -77,31 +77,39 @@ def expand(overrides: Sequence[Override], trials: int) -> list[list[str]]:
     return out
 
 
-def pin_revisions(jobs: list[list[str]]) -> tuple[list[list[str]], list[dict[str, str]]]:
-    """Each `revision=REF` resolved to its commit once, for every job of the sweep, and that
-    commit's zoo exported; `revision=null` is this checkout's own. Returns the jobs and the
-    revisions in the order given (the first is the A/B baseline)."""
+def pin_revisions(
+    jobs: list[list[str]], defaults: DictConfig
+) -> tuple[list[list[str]], list[dict[str, str]]]:
+    """Each `revision=REF` resolved to its commit once for the whole sweep, in the repository of
+    the current directory (or `revision_repo`), and the package of each job's mechanism
+    exported once at that commit; `revision=null` is the installed code. Returns the jobs and
+    the revisions in the order given (the first is the A/B baseline)."""
     from . import revisions
 
     pinned: dict[str, str] = {}
+    exported: set[tuple[str, str]] = set()
     out = []
     for job in jobs:
-        fixed = []
-        for override in job:
-            key, _, ref = override.partition("=")
-            ref = ref.strip("'\"")
-            if key == "revision" and ref != "null":
-                if ref not in pinned:
-                    try:
-                        pinned[ref] = revisions.resolve(ref)
-                        revisions.export(pinned[ref])
-                    except revisions.RevisionError as err:
-                        raise PlanError(str(err)) from None
-                override = f"revision={pinned[ref]}"
-            elif key == "revision":
+        given = {k: v.strip("'\"") for k, _, v in (o.partition("=") for o in job)}
+        ref = given.get("revision")
+        if ref is None or ref == "null":
+            if ref is not None:
                 pinned.setdefault(ref, "")
-            fixed.append(override)
-        out.append(fixed)
+            out.append(job)
+            continue
+        mechanism = given.get("attention", str(defaults.attention.name))
+        package = given.get("revision_package") or defaults.get("revision_package")
+        try:
+            repo = revisions.repository(given.get("revision_repo") or defaults.get("revision_repo"))
+            package = package or revisions.package_of(mechanism)
+            if ref not in pinned:
+                pinned[ref] = revisions.resolve(ref, repo)
+            if (package, pinned[ref]) not in exported:
+                revisions.export(package, pinned[ref], repo)
+                exported.add((package, pinned[ref]))
+        except revisions.RevisionError as err:
+            raise PlanError(str(err)) from None
+        out.append([f"revision={pinned[ref]}" if o.startswith("revision=") else o for o in job])
     return out, [{"ref": ref, "sha": sha} for ref, sha in pinned.items()]
 
 
@@ -152,7 +160,9 @@ def run(
     parser = OverridesParser.create(config_loader=context.config_loader)
     try:
         wanted = [f"{k}={v}" for k, v in params.items()] + list(arguments)
-        jobs, revisions = pin_revisions(expand(parser.parse_overrides(wanted), int(config.trials)))
+        jobs, revisions = pin_revisions(
+            expand(parser.parse_overrides(wanted), int(config.trials)), config
+        )
         budget = launcher_budget(config.hydra.get("launcher"))
         if budget is not None and budget[0] < 30:
             raise PlanError(

@@ -134,9 +134,10 @@ def config(*overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from harness import app, cell
+    from harness import app, cell, paths
 
-    with initialize_config_dir(app.CONF_DIR, version_base=None):
+    app.config.register(app.load_mechanisms(list(overrides)))
+    with initialize_config_dir(str(paths.config_dir()), version_base=None):
         raw = compose("config", overrides=list(overrides))
     return cell.validate(OmegaConf.to_object(raw))
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +14,8 @@ from fixtures import FAST, attnbench, config, row
 
 from harness import analysis, contention, revisions, sweep
 from harness.app import measure, quote_revisions
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_busy_process_beside_a_real_cell_makes_its_timing_untrustworthy():
@@ -107,19 +110,34 @@ def test_revision_values_are_quoted_for_hydra():
 
 def test_a_revision_that_does_not_exist_is_refused_naming_it(tmp_path):
     done = attnbench(
-        "sweep=smoke", "revision=no-such-ref", f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path
+        "sweep=smoke",
+        "revision=no-such-ref",
+        f"revision_repo={ROOT}",
+        f"hydra.sweep.dir={tmp_path}/s",
+        cwd=tmp_path,
     )
     assert done.returncode == 2
-    assert "revision 'no-such-ref' does not exist" in done.stderr
+    assert f"revision 'no-such-ref' does not exist in the git repository at {ROOT}" in done.stderr
     assert not list(tmp_path.rglob("result.json"))
 
 
+def test_refs_are_resolved_in_the_current_directory_and_outside_git_it_says_so(tmp_path):
+    done = attnbench("sweep=smoke", "revision=HEAD", f"hydra.sweep.dir={tmp_path}/s", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path} is not inside a git repository (the current directory)" in done.stderr
+    missing = attnbench("sweep=smoke", "revision=HEAD", "revision_repo=/no/such/dir", cwd=tmp_path)
+    assert missing.returncode == 2 and "revision_repo /no/such/dir is not a directory" in (
+        missing.stderr
+    )
+
+
 def test_an_ab_sweep_with_trials_measures_both_sides_and_resumes_trials(tmp_path):
-    head = revisions.resolve("HEAD")
+    head = revisions.resolve("HEAD", ROOT)
     args = [
         "attention=linear_infsa",
         "resolution=32",
         "revision=HEAD,null",
+        f"revision_repo={ROOT}",
         "trials=2",
         f"hydra.sweep.dir={tmp_path}/ab",
         *FAST,
