@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import paths
+from . import paths, rows
 
 BUILT_IN = "attention_zoo"
 SOURCE_FILE = "source.json"
@@ -38,10 +38,18 @@ class Export:
     package: str
     sha: str
     repo: str  # the git repository's top level
-    path: str  # the package's directory inside the repository at that commit
+    path: str  # the package's directory inside the repository at that commit ('': not in it)
     root: str
 
+    @property
+    def installed(self) -> bool:
+        """The repository does not hold the package: a reference mechanism of an A/B, measured
+        from the installed code on both sides."""
+        return not self.path
+
     def describe(self) -> str:
+        if self.installed:
+            return f"{self.package} as installed ({self.repo} at {self.sha} does not hold it)"
         return f"{self.package} at {self.sha} of {self.repo} ({self.path}/)"
 
 
@@ -126,20 +134,30 @@ def cached(package: str, sha: str) -> Export | None:
         return None
 
 
-def export(package: str, ref: str, repo: Path) -> Export:
-    """`package` at `ref` of `repo`, exported once into runs/.revisions/<package>@<sha>."""
+def export(package: str, ref: str, repo: Path, reference_ok: bool = False) -> Export:
+    """`package` at `ref` of `repo`, exported once into runs/.revisions/<package>@<sha>.
+
+    `reference_ok`: a package the repository does not hold is recorded as measured from the
+    installed code (a sweep's reference mechanisms: softmax beside a plugin under test)."""
     sha = resolve(ref, repo)
     done = cached(package, sha)
-    if done is not None:
+    if done is not None and (reference_ok or not done.installed):
         return done
-    path = locate(package, sha, repo)
+    cache = paths.REVISIONS.resolve()
+    target = cache / f"{package}@{sha}"
+    try:
+        path = locate(package, sha, repo)
+    except RevisionError:
+        if not reference_ok:
+            raise
+        reference = Export(package, sha, str(repo), "", "")
+        rows.write_json(target / SOURCE_FILE, asdict(reference))
+        return reference
     parent, _, name = path.rpartition("/")
     tree = f"{sha}:{parent}" if parent else sha
     archive = _git(repo, "archive", "--format=tar", tree, name)
     if archive.returncode != 0:
         raise RevisionError(f"git archive of {path} at {sha} failed: {archive.stderr.decode()}")
-    cache = paths.REVISIONS.resolve()
-    target = cache / f"{package}@{sha}"
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{package}@{sha}.", dir=cache))
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
@@ -158,6 +176,8 @@ def export(package: str, ref: str, repo: Path) -> Export:
 
 def activate(done: Export) -> None:
     """In a measuring process: make `import <package>` give the exported revision."""
+    if done.installed:
+        return
     package, root = done.package, Path(done.root)
     import attention_zoo
 

@@ -87,7 +87,7 @@ def pin_revisions(
     from . import revisions
 
     pinned: dict[str, str] = {}
-    exported: set[tuple[str, str]] = set()
+    exported: dict[tuple[str, str], revisions.Export] = {}
     out = []
     for job in jobs:
         given = {k: v.strip("'\"") for k, _, v in (o.partition("=") for o in job)}
@@ -99,17 +99,26 @@ def pin_revisions(
             continue
         mechanism = given.get("attention", str(defaults.attention.name))
         package = given.get("revision_package") or defaults.get("revision_package")
+        named = package is not None  # a package named explicitly must be in the repository
         try:
             repo = revisions.repository(given.get("revision_repo") or defaults.get("revision_repo"))
             package = package or revisions.package_of(mechanism)
             if ref not in pinned:
                 pinned[ref] = revisions.resolve(ref, repo)
             if (package, pinned[ref]) not in exported:
-                revisions.export(package, pinned[ref], repo)
-                exported.add((package, pinned[ref]))
+                done = revisions.export(package, pinned[ref], repo, reference_ok=not named)
+                exported[package, pinned[ref]] = done
+                print(f"attnbench: revision {ref} ({pinned[ref]}): {done.describe()}", flush=True)
         except revisions.RevisionError as err:
             raise PlanError(str(err)) from None
         out.append([f"revision={pinned[ref]}" if o.startswith("revision=") else o for o in job])
+    if exported and all(done.installed for done in exported.values()):
+        held = sorted({done.package for done in exported.values()})
+        raise PlanError(
+            f"the repository {next(iter(exported.values())).repo} holds none of the packages "
+            f"under test ({', '.join(held)}): nothing would differ between the revisions; run "
+            "from the repository of the mechanism, or set revision_repo= (or revision_package=)"
+        )
     return out, [{"ref": ref, "sha": sha} for ref, sha in pinned.items()]
 
 
