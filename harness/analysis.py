@@ -3,6 +3,8 @@ measurements, runs side by side. No drawing here."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pandas as pd
 
@@ -314,22 +316,41 @@ def claims(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                     "measured": int(mine.max()),
                 }
             )
-    at_224 = model[model["resolution"] == 224].drop_duplicates("attention").set_index("attention")
+    counts = paper_counts()
     for claim, name, column, stated in paper.AT_224:
-        if name in at_224.index and pd.notna(at_224.loc[name, column]):
-            unit = 1e6 if column == "params" else 1e9
-            rows_out.append(
-                {
-                    "claim": claim,
-                    "paper": stated / unit,
-                    "measured": at_224.loc[name, column] / unit,
-                }
-            )
-        else:
-            missing.append(f"{claim}: attnbench sweep=paper resolution=224 (any device)")
+        unit = 1e6 if column == "params" else 1e9
+        rows_out.append(
+            {
+                "claim": f"{claim} (computed: {paper.MODEL} preset at 224², meta device)",
+                "paper": stated / unit,
+                "measured": counts[name][column] / unit,
+            }
+        )
     out = pd.DataFrame(rows_out, columns=["claim", "paper", "measured"])
     out["measured / paper"] = out["measured"] / out["paper"]
     return out, missing
+
+
+@cache
+def paper_counts() -> dict[str, dict[str, int]]:
+    """params and FLOPs (2 x MACs, fvcore) per image at 224² of the paper's models, built from the
+    preset on the meta device: no sweep and no GPU needed, so every report can compare them."""
+    import torch
+
+    import attention_zoo as zoo
+
+    from . import flops
+
+    out = {}
+    for name in sorted({name for _, name, _, _ in paper.AT_224}):
+
+        def build(name: str = name) -> torch.nn.Module:
+            return zoo.ViT.from_preset(paper.MODEL, name)
+
+        with torch.device("meta"):
+            params = sum(p.numel() for p in build().parameters())
+        out[name] = {"params": params, "flops": 2 * flops.macs_per_image(build, 224, 224)}
+    return out
 
 
 def _number(value: object, digits: int = 3) -> str:
@@ -415,21 +436,42 @@ def provenance(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison(runs: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    """Throughput of every cell the runs measured, side by side (matched by cell identity,
-    medians over trials), with ratios to the first run."""
+    """Throughput of every cell the runs measured, side by side (medians over trials), with
+    ratios to the first run. Cells are matched without machine-dependent settings (threads), and
+    where those differ the `measured with` column names them, so two machines' rows of one cell
+    share a line instead of showing as two identical-looking ones."""
     if len(runs) < 2:
         return None
     labels = ["attention", "attention_options", "model", "resolution", "batch_size", "mode"]
     labels.append("dtype")
-    parts = []
+    parts: dict[str, pd.DataFrame] = {}
     for name, table in runs.items():
-        ok = table[table["status"] == "ok"].assign(cell=lambda t: t.apply(rows.identity, axis=1))
-        parts.append((name, ok))
-    cells = pd.concat([ok[["cell", *labels]] for _, ok in parts]).drop_duplicates("cell")
-    for name, ok in parts:
+        ok = table[table["status"] == "ok"]
+        ok = ok.assign(cell=ok.apply(rows.identity, axis=1, columns=rows.EXACT_IDENTITY))
+        setting = ok.apply(lambda r: _setting(r), axis=1) if len(ok) else pd.Series(dtype=str)
+        if setting.nunique() > 1:  # one run of several settings: one column each
+            for value, part in ok.groupby(setting):
+                parts[f"{name} {value}"] = part
+        else:
+            parts[name] = ok
+    cells = pd.concat([ok[["cell", *labels]] for ok in parts.values()]).drop_duplicates("cell")
+    settings = pd.DataFrame(index=cells["cell"])
+    for name, ok in parts.items():
         medians = ok.groupby("cell")["throughput_img_s"].median().rename(f"img/s {name}")
         cells = cells.merge(medians, left_on="cell", right_index=True, how="left")
-    first = next(iter(runs))
-    for name in list(runs)[1:]:
+        settings[name] = ok.groupby("cell").apply(lambda g: _setting(g.iloc[0]))
+    first = next(iter(parts))
+    for name in list(parts)[1:]:
         cells[f"{name} / {first}"] = cells[f"img/s {name}"] / cells[f"img/s {first}"]
+    cells["measured with"] = [
+        " vs ".join(f"{v} ({k})" for k, v in line.dropna().items())
+        if line.dropna().nunique() > 1
+        else ""
+        for _, line in settings.reindex(cells["cell"]).iterrows()
+    ]
     return cells.drop(columns="cell").sort_values(["attention", "model", "resolution", "mode"])
+
+
+def _setting(row: pd.Series) -> str:
+    """A row's machine-dependent settings in words, e.g. 'threads=2'."""
+    return ", ".join(f"{c}={rows.canonical(c, row.get(c))}" for c in rows.MACHINE)

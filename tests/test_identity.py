@@ -2,6 +2,7 @@
 resume, OOM skipping, the check and the report's comparison."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -85,3 +86,47 @@ def test_the_comparison_table_joins_cell_by_cell():
     assert sorted(table["img/s a"]) == [10.0, 20.0]
     assert list(table["b / a"]) == [2.0, 2.0]
     assert {json.loads(o)["window_size"] for o in table["attention_options"]} == {7, 14}
+
+
+def test_the_comparison_joins_a_cell_measured_with_other_threads_and_names_them():
+    two = pd.DataFrame([base(throughput_img_s=10.0, threads=2)])
+    one = pd.DataFrame([base(throughput_img_s=6.0, threads=1)])
+    table = analysis.comparison({"a": two, "b": one})
+    assert len(table) == 1  # one line, not two identical-looking ones
+    assert table["b / a"].iloc[0] == 0.6
+    assert table["measured with"].iloc[0] == "threads=2 (a) vs threads=1 (b)"
+    same = analysis.comparison({"a": two, "b": two})
+    assert same["measured with"].iloc[0] == ""
+    both = analysis.comparison({"a": pd.concat([two, one]), "b": two})  # one run, two settings
+    assert list(both.filter(like="img/s").columns) == [
+        "img/s a threads=1",
+        "img/s a threads=2",
+        "img/s b",
+    ]
+
+
+def test_the_exact_check_travels_across_thread_counts_and_timed_metrics_say_why_not(
+    tmp_path, capsys
+):
+    baseline = Path(__file__).resolve().parent.parent / "runs/baselines/cpu-smoke/results.csv"
+    rows_ = pd.read_csv(baseline)
+    assert set(rows_["threads"]) == {2}
+    current = tmp_path / "four.csv"
+    rows_.assign(threads=4).to_csv(current, index=False)
+    argv = ["--baseline", str(baseline), "--current", str(current)]
+    assert check.main([*argv, "--exact-only"]) == check.EXIT_OK
+    assert "cells matched without threads" in capsys.readouterr().out
+    assert check.main(argv) == check.EXIT_UNUSABLE
+    said = capsys.readouterr().err
+    assert "baseline threads=2, current threads=4" in said
+    assert "re-measure the baseline on this runner or set threads=2" in said
+    mixed = tmp_path / "mixed.csv"  # some cells alike, some not: the rest say why in a note
+    pd.concat(
+        [rows_[rows_["attention"] == "sdpa"], rows_[rows_["attention"] != "sdpa"].assign(threads=4)]
+    ).to_csv(mixed, index=False)
+    code = check.main(["--baseline", str(baseline), "--current", str(mixed)])
+    out = capsys.readouterr().out
+    assert code != check.EXIT_UNUSABLE
+    assert (
+        "note: 4 cells compared on exact metrics only: baseline threads=2, current threads=4" in out
+    )

@@ -133,3 +133,31 @@ def test_unknown_preset_names_the_choices():
 def test_bad_option_values(name, options):
     with pytest.raises(ValueError, match=name):
         zoo.create(name, 32, 2, **options)
+
+
+# timm's published parameter counts (vit_*_patch16_224, deit_*_patch16_224: class token and its
+# position-embedding row included). Without a class token, as here, each model has 2 x dim fewer.
+TIMM_PARAMS = {
+    "deit_tiny": 5_717_416,
+    "deit_small": 22_050_664,
+    "deit_base": 86_567_656,
+    "vit_base": 86_567_656,
+    "vit_large": 304_326_632,
+}
+
+
+@pytest.mark.parametrize("preset", TIMM_PARAMS)
+def test_presets_people_compare_against_equal_timm_without_a_class_token(preset):
+    with torch.device("meta"):
+        model = zoo.ViT.from_preset(preset, "softmax")
+    dim = zoo.PRESETS[preset]["dim"]
+    assert sum(p.numel() for p in model.parameters()) == TIMM_PARAMS[preset] - 2 * dim
+
+
+def test_a_changed_preset_is_labelled_as_its_own_model():
+    from fixtures import config
+
+    assert config("model=deit_small").model_label == "deit_small"
+    assert config("model=deit_small", "model.depth=6").model_label == "deit_small(depth=6)"
+    changed = config("model=small", "model.dim=384", "model.num_heads=6")
+    assert changed.model_label == "small(dim=384,num_heads=6)"

@@ -1,9 +1,9 @@
 """The plugin against its definition, and against attnbench's contract."""
 
 import torch
+from relu_linear_attention import ReluLinear
 
 import attention_zoo as zoo
-from relu_linear_attention import ReluLinear
 
 
 def test_it_equals_the_quadratic_definition_in_float64():
