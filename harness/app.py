@@ -22,22 +22,42 @@ stopping: list[dict[str, Any]] = []  # a cell stopped by SIGTERM: write its row,
 
 
 def cell_timeout(timeout_s: float, budget: tuple[float, str] | None) -> tuple[float, str]:
-    """The cell's own timeout: `timeout_s`, but inside what is left of the launcher's time
-    budget once the job has started, less a margin (5%, at least 10 s) for writing its row, so
-    a cell that runs too long is recorded as timed out instead of its job being killed."""
+    """The cell's own timeout, counted from now and covering its measuring process's start:
+    `timeout_s`, but inside what is left of the launcher's time budget since the job started,
+    less a margin (5%, at least 10 s) for writing its row, so a cell that runs too long is
+    recorded as timed out instead of its job being killed. Zero or less: no time is left."""
     if budget is None:
         return timeout_s, "timeout_s"
     seconds, where = budget
-    inside = seconds - process_age() - max(10.0, 0.05 * seconds)
+    age = job_age()
+    inside = seconds - age - max(10.0, 0.05 * seconds)
     if inside >= timeout_s:
         return timeout_s, "timeout_s"
-    return max(inside, 1.0), f"timeout_s, kept inside {where}"
+    return inside, f"timeout_s, kept inside {where}; the job started {age:.0f} s ago"
 
 
-def process_age() -> float:
-    """Seconds since this process started (the job's start-up counts against its limit)."""
+def job_age(proc: Path = Path("/proc")) -> float:
+    """Seconds since the job started: under SLURM, since its oldest process of the same job id
+    (the batch script; this process starts later, after the job step is set up); elsewhere,
+    since this process started."""
+    job = os.environ.get("SLURM_JOB_ID")
+    pid, oldest = os.getpid(), process_age(proc / "self")
+    while job is not None and pid > 1:
+        try:
+            pid = int((proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (proc / str(pid) / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            break
+        if f"SLURM_JOB_ID={job}".encode() not in environ:
+            break
+        oldest = max(oldest, process_age(proc / str(pid)))
+    return oldest
+
+
+def process_age(process: Path = Path("/proc/self")) -> float:
+    """Seconds since a process started (the job's start-up counts against its limit)."""
     try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        ticks = int((process / "stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):

@@ -147,6 +147,10 @@ class Terminated(SystemExit):
 def run(target: str, args: tuple[Any, ...], timeout_s: float, why: str = "timeout_s") -> Outcome:
     """Run `target(*args, send)` in a fresh process; never raises for what happens there.
 
+    `timeout_s` counts from this call, so the measuring process's own start (the fork server's
+    first start imports torch: seconds, more on a cold machine) is inside it; with no time left
+    (zero or less) the process is not started and the outcome says so.
+
     A SIGTERM to this process while it waits (scancel, preemption: SLURM signals the whole job)
     stops the measuring process and becomes the outcome; the caller writes the row and then
     raises Terminated, so a stopped sweep stops instead of going on to the next cell."""
@@ -175,6 +179,9 @@ def run(target: str, args: tuple[Any, ...], timeout_s: float, why: str = "timeou
 def _run(
     target: str, args: tuple[Any, ...], timeout_s: float, why: str, stopped: list[int]
 ) -> Outcome:
+    deadline = time.monotonic() + timeout_s
+    if timeout_s <= 0:
+        return Outcome("error", f"not started: no time left to measure ({why})")
     receive, send = _CONTEXT.Pipe(duplex=False)
     kills_before = cgroup_oom_kills()
     process = _CONTEXT.Process(target=_child, args=(target, args, send), daemon=True)
@@ -188,7 +195,6 @@ def _run(
     send.close()
     fields: dict[str, Any] = {}
     outcome: Outcome | None = None
-    deadline = time.monotonic() + timeout_s
     while outcome is None:
         if stopped:
             process.kill()
@@ -197,7 +203,7 @@ def _run(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             process.kill()
-            outcome = Outcome("error", f"timed out after {timeout_s:g} s ({why})")
+            outcome = Outcome("error", f"timed out after {timeout_s:.3g} s ({why})")
             break
         if not receive.poll(min(remaining, 0.2)):
             continue  # look again: a SIGTERM may have come meanwhile

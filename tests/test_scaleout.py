@@ -215,12 +215,49 @@ def test_a_launcher_limit_that_leaves_no_time_for_a_cell_is_refused_before_submi
     assert not (tmp_path / "s" / ".submitit").exists()
 
 
-def test_the_cell_timeout_stays_inside_the_launcher_budget():
-    from harness.app import cell_timeout
+def test_the_cell_timeout_stays_inside_the_launcher_budget(monkeypatch):
+    from harness import app
 
     budget = (3480.0, "the launcher's 60-min limit less its 120 s signal delay")
-    assert cell_timeout(3600, None) == (3600, "timeout_s")
-    seconds, why = cell_timeout(3600, budget)
-    # what is left once this process has run, less 5% for the row
-    assert 3480 - 174 - 3600 < seconds < 3480 - 174 and why == f"timeout_s, kept inside {budget[1]}"
-    assert cell_timeout(600, budget) == (600, "timeout_s")
+    assert app.cell_timeout(3600, None) == (3600, "timeout_s")
+    monkeypatch.setattr(app, "job_age", lambda: 100.0)
+    seconds, why = app.cell_timeout(3600, budget)
+    assert seconds == 3480 - 100 - 174  # what is left since the job started, less 5% for the row
+    assert why == f"timeout_s, kept inside {budget[1]}; the job started 100 s ago"
+    assert app.cell_timeout(600, budget) == (600, "timeout_s")
+    monkeypatch.setattr(app, "job_age", lambda: 3400.0)  # a slow start ate the budget
+    assert app.cell_timeout(600, budget)[0] <= 0
+
+
+def test_a_cell_with_no_time_left_is_not_started_and_says_so():
+    from harness import worker
+
+    outcome = worker.run("worker_targets:fine", (), -5.0, "kept inside the limit")
+    assert outcome.status == "error"
+    assert outcome.message == "not started: no time left to measure (kept inside the limit)"
+
+
+def test_the_job_age_under_slurm_is_the_batch_scripts(tmp_path, monkeypatch):
+    """The job's oldest process of the same SLURM_JOB_ID (the batch script) sets the age."""
+    from harness import app
+
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def process(pid: int, parent: int, started_s_ago: float, job: str | None) -> None:
+        where = tmp_path / str(pid)
+        where.mkdir()
+        fields = ["S", str(parent)] + ["0"] * 17 + [str(int((uptime - started_s_ago) * tick))]
+        (where / "stat").write_text(f"{pid} (python) " + " ".join(fields))
+        (where / "environ").write_bytes(f"SLURM_JOB_ID={job}\0".encode() if job else b"")
+
+    me = os.getpid()
+    process(me, 40, 5.0, "7")  # this process: 5 s old
+    process(40, 30, 20.0, "7")  # srun's step
+    process(30, 20, 50.0, "7")  # the batch script: the job's start
+    process(20, 1, 900.0, None)  # slurmstepd: not of the job's environment
+    (tmp_path / "self").symlink_to(tmp_path / str(me))
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    assert 49 < app.job_age(tmp_path) < 51
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert 4 < app.job_age(tmp_path) < 6
