@@ -80,8 +80,8 @@ def measure(cfg: config.Config, uuid: str | None = None) -> tuple[dict[str, Any]
 
 
 def launcher_limit() -> tuple[float, str] | None:
-    """The seconds a job may run under its launcher (submitit's timeout_min, less the
-    signal_delay_s before it at which submitit stops the job), and how that was worked out."""
+    """The seconds a job may run under its launcher (sweep.launcher_budget), and how that was
+    worked out."""
     if not HydraConfig.initialized():
         return None
     return sweep.launcher_budget(HydraConfig.get().launcher)

@@ -122,17 +122,27 @@ def pin_revisions(
     return out, [{"ref": ref, "sha": sha} for ref, sha in pinned.items()]
 
 
+# sbatch(1), --signal: "Due to the resolution of event handling by Slurm, the signal may be sent
+# up to 60 seconds earlier than specified." submitit cannot requeue our jobs (max_num_timeout 0),
+# so it ends a job on that signal: a cell must be over before the earliest it can come.
+SLURM_SIGNAL_EARLY_S = 60.0
+
+
 def launcher_budget(launcher: Any) -> tuple[float, str] | None:
     """Seconds a job may run under this launcher: submitit's timeout_min, less the
-    signal_delay_s at which submitit signals (and on SLURM stops) the job. None: no limit."""
+    signal_delay_s at which submitit signals (and so stops) the job, and on SLURM less the 60 s
+    by which SLURM may send that signal early. None: no limit."""
     minutes = launcher.get("timeout_min") if launcher is not None else None
     if not minutes:
         return None
     delay = float(launcher.get("signal_delay_s") or 0)
+    early = SLURM_SIGNAL_EARLY_S if "Slurm" in str(launcher.get("_target_", "")) else 0.0
     where = f"the launcher's {float(minutes):g}-min limit"
-    return 60.0 * float(minutes) - delay, where + (
-        f" less its {delay:g} s signal delay" if delay else ""
-    )
+    if delay:
+        where += f" less its {delay:g} s signal delay"
+    if early:
+        where += f"{' and' if delay else ' less'} the {early:g} s early SLURM may send it"
+    return 60.0 * float(minutes) - delay - early, where
 
 
 def write_plan(

@@ -135,6 +135,12 @@ def died(exitcode: int | None, kills_before: int | None, kills_after: int | None
     return Outcome("error", f"measuring process exited with code {exitcode} and no report")
 
 
+STOPPING: dict[int, str] = {
+    signal.SIGTERM: "SIGTERM (scancel, preemption or a time limit)",
+    signal.SIGUSR2: "SIGUSR2 (the launcher's time-limit warning, signal_delay_s before the limit)",
+}
+
+
 class Terminated(SystemExit):
     """The job was told to stop (SIGTERM: scancel, preemption, a time limit, kill): exit 143
     (a SystemExit, so Hydra's launchers do not carry on to the next cell)."""
@@ -151,27 +157,27 @@ def run(target: str, args: tuple[Any, ...], timeout_s: float, why: str = "timeou
     first start imports torch: seconds, more on a cold machine) is inside it; with no time left
     (zero or less) the process is not started and the outcome says so.
 
-    A SIGTERM to this process while it waits (scancel, preemption: SLURM signals the whole job)
-    stops the measuring process and becomes the outcome; the caller writes the row and then
-    raises Terminated, so a stopped sweep stops instead of going on to the next cell."""
+    A SIGTERM to this process while it waits (scancel, preemption: SLURM signals the whole job),
+    or the time-limit warning submitit asked for (SIGUSR2, `signal_delay_s` before the limit;
+    submitit ends a job it cannot requeue on it), stops the measuring process and becomes the
+    outcome; the caller writes the row and then raises Terminated, so a stopped sweep stops
+    instead of going on to the next cell."""
     stopped: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
         stopped.append(signum)
 
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, stop)
+        previous = {sig: signal.signal(sig, stop) for sig in STOPPING}
     try:
         outcome = _run(target, args, timeout_s, why, stopped)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if stopped:
         outcome.status = "error"
-        outcome.message = (
-            "stopped: the job got SIGTERM while measuring (scancel, preemption or a time limit)"
-        )
+        outcome.message = f"stopped: the job got {STOPPING[stopped[0]]} while measuring"
         outcome.terminated = True
     return outcome
 

@@ -39,8 +39,10 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def time_limited(cluster, tmp_path_factory):
-    """A sweep whose one cell outlasts its 1-minute SLURM limit, started early and collected by
-    the last test, so that its minute overlaps the other tests."""
+    """A sweep whose one cell outlasts its 2-minute SLURM limit, started early and collected by
+    the last test, so that its time overlaps the other tests. (With a 1-minute limit nothing
+    can be measured: SLURM may send the warning signal up to 60 s early, and a test that used
+    one failed whenever it did.)"""
     where = tmp_path_factory.mktemp("limited")
     command = [
         sys.executable,
@@ -52,7 +54,7 @@ def time_limited(cluster, tmp_path_factory):
         "timing.warmup_s=0",
         "energy.idle_s=0",
         *SLURM,
-        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.timeout_min=2",
         "hydra.launcher.signal_delay_s=5",
         f"hydra.sweep.dir={where}/t",
     ]
@@ -182,8 +184,9 @@ def test_a_time_limit_shorter_than_a_cell_still_leaves_an_error_row(time_limited
     (row,) = schema.read_rows(where)
     assert row["status"] == "error"
     assert re.fullmatch(
-        r"timed out after [1-4]\d(\.\d+)? s \(timeout_s, kept inside the launcher's 1-min limit "
-        r"less its 5 s signal delay\)",
+        r"timed out after [1-4]\d(\.\d+)? s \(timeout_s, kept inside the launcher's 2-min limit "
+        r"less its 5 s signal delay and the 60 s early SLURM may send it; the job started \d+ s "
+        r"ago\)",
         row["error"],
     ), row["error"]
     assert row["params"] > 0 and row["flops"] > 0

@@ -24,6 +24,13 @@ def test_a_failure_keeps_the_message_the_traceback_and_what_was_sent():
     assert outcome.fields == {"params": 7}
 
 
+def test_the_time_limit_warning_stops_the_cell_and_keeps_its_row():
+    """submitit ends a job it cannot requeue on SIGUSR2; the cell must be recorded first."""
+    outcome = worker.run("worker_targets:warn_job_then_wait", (os.getpid(),), 120)
+    assert outcome.status == "error" and outcome.terminated and outcome.fields == {"params": 7}
+    assert outcome.message.startswith("stopped: the job got SIGUSR2 (the launcher's time-limit")
+
+
 def test_sigkill_without_oom_evidence_is_an_error_not_an_oom():
     outcome = worker.run("worker_targets:kill_self", (), 60)
     assert outcome.status == "error"

@@ -17,3 +17,12 @@ def boom(send):
 def fine(send):
     send({"params": 7})
     return {"latency_ms": 1.0}
+
+
+def warn_job_then_wait(job, send):
+    """Sends the launcher's time-limit warning to the waiting job, then measures on."""
+    import time
+
+    send({"params": 7})
+    os.kill(job, signal.SIGUSR2)
+    time.sleep(600)
