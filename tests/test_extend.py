@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fixtures import FAST, attnbench
+from plugins import env, example
 
 import attention_zoo as zoo
 
@@ -82,7 +83,10 @@ def test_a_new_file_is_a_new_mechanism_with_its_options(checkout):
     assert str(checkout / "runs" / "one" / "result.json") in done.stdout
 
 
-def test_every_mechanism_sweep_includes_it_and_a_failing_one_keeps_its_traceback(checkout):
+def test_every_mechanism_sweep_includes_it_and_a_failing_one_keeps_its_traceback(
+    checkout, tmp_path
+):
+    """The default sweep, with two new files in the zoo and a plugin installed beside it."""
     done = attnbench(
         "sweep=quick",
         "resolution=32",
@@ -90,12 +94,15 @@ def test_every_mechanism_sweep_includes_it_and_a_failing_one_keeps_its_traceback
         "hydra.sweep.dir=runs/all",
         *FAST,
         cwd=checkout,
+        env=env(example(tmp_path / "site")),
     )
     assert done.returncode == 0, done.stderr
     found = rows_under(checkout / "runs" / "all")
-    assert {"throwaway", "broken", "softmax", "linear_infsa", "swin"} <= set(found)
-    total = len(zoo.available()) + 2  # the built-ins, plus the two new files
+    assert set(found) == {*zoo.available(), "throwaway", "broken", "relu_linear"}
+    total = len(found)
     assert f"[{total}/{total}]" in done.stdout
+    assert all(r["model"] == "small(depth=1)" for r in found.values())  # not labelled `small`
+    assert found["relu_linear"]["status"] == "ok"
     assert found["throwaway"]["status"] == "ok"
     broken = found["broken"]
     assert broken["status"] == "error"

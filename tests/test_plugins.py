@@ -137,25 +137,6 @@ def test_an_installed_plugin_is_listed_and_measured_like_a_built_in(tmp_path, si
     assert str(site / "relu_linear_attention") in row["attention_source"]
 
 
-def test_every_mechanism_sweep_includes_an_installed_plugin(tmp_path, site):
-    example(site)
-    done = attnbench(
-        "attention=glob(*)",
-        "resolution=32",
-        "model.depth=1",
-        "hydra.sweep.dir=all",
-        *FAST,
-        cwd=tmp_path,
-        env=env(site),
-    )
-    assert done.returncode == 0, done.stderr
-    found = rows_under(tmp_path / "all")
-    assert set(found) == {*zoo.available(), "relu_linear"}
-    total = len(found)
-    assert f"[{total}/{total}]" in done.stdout
-    assert all(r["model"] == "small(depth=1)" for r in found.values())  # not labelled `small`
-
-
 def test_a_class_named_by_its_import_path_is_measured_with_its_options(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "__init__.py").write_text("")
