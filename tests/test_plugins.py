@@ -14,6 +14,7 @@ from fixtures import FAST, attnbench
 from plugins import env, example, installed
 
 import attention_zoo as zoo
+from harness import app
 
 SCALED = '''
 from torch import Tensor
@@ -166,15 +167,28 @@ def test_a_class_named_by_its_import_path_is_measured_with_its_options(tmp_path)
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=BROKEN)
-def test_a_class_that_breaks_the_contract_is_refused_in_one_line(tmp_path, capsys, case):
+def test_a_class_that_breaks_the_contract_is_refused_in_one_line(
+    tmp_path, monkeypatch, capsys, case
+):
+    """What `attnbench attention=<path>` does before anything else (app.load_mechanisms)."""
     source, message = BROKEN[case]
     (tmp_path / f"bad_{case}.py").write_text(textwrap.dedent(source))
-    done = attnbench("hydra.mode=RUN", f"attention=bad_{case}.Bad", cwd=tmp_path, env=env(tmp_path))
-    assert done.returncode == 2, done.stderr
-    (line,) = done.stderr.strip().splitlines()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = zoo.available()
+    with pytest.raises(SystemExit) as stopped:
+        app.load_mechanisms(["hydra.mode=RUN", f"attention=bad_{case}.Bad"])
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("attnbench: error: ") and message in line, line
     assert "valid choices: " in line and "linear_infsa" in line
-    assert not list(tmp_path.rglob("result.json"))
+    assert zoo.available() == before  # nothing half-registered
+
+
+def test_the_command_line_refuses_a_broken_class_before_measuring(tmp_path):
+    (tmp_path / "bad.py").write_text(textwrap.dedent(BROKEN["mix_signature"][0]))
+    done = attnbench("hydra.mode=RUN", "attention=bad.Bad", cwd=tmp_path, env=env(tmp_path))
+    assert done.returncode == 2 and not list(tmp_path.rglob("result.json"))
+    assert done.stderr.startswith("attnbench: error: bad.Bad.mix(q, k, v) must be mix(q, k, v, hw)")
 
 
 def test_a_broken_plugin_is_left_out_and_the_built_ins_keep_working(tmp_path, site):
