@@ -10,6 +10,7 @@ import pkgutil
 
 from .base import Attention
 from .registry import (
+    TIERS,
     ContractError,
     Info,
     available,
@@ -18,6 +19,8 @@ from .registry import (
     info,
     problems,
     register,
+    tier_colour,
+    with_role,
 )
 from .vit import PRESETS, ViT
 
@@ -26,6 +29,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "PRESETS",
+    "TIERS",
     "Attention",
     "ContractError",
     "Info",
@@ -36,4 +40,6 @@ __all__ = [
     "info",
     "problems",
     "register",
+    "tier_colour",
+    "with_role",
 ]

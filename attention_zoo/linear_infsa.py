@@ -14,7 +14,7 @@ from .infsa import ARXIV, PAPER, rho_parameter
 from .registry import register
 
 
-@register("linear_infsa", tier="O(N)", paper=PAPER, arxiv=ARXIV)
+@register("linear_infsa", tier="O(N)", paper=PAPER, arxiv=ARXIV, role="highlight")
 class LinearInfSA(Attention):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__(dim, num_heads)

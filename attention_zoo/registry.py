@@ -18,6 +18,13 @@ from torch import nn
 
 ENTRY_POINTS = "attnbench.mechanisms"
 BUILT_IN = "built-in"
+# Complexity tiers in listing order (the quadratic baselines first), each with its colour in
+# every figure; a tier not listed sorts last, in grey.
+TIERS = {"O(N^2)": "#4c72b0", "O(N*w^2)": "#dd8452", "O(N log N)": "#8172b3", "O(N)": "#55a868"}
+UNLISTED_TIER = "#999999"
+# What a mechanism is to a report: a reference the others are measured against (speed-ups,
+# crossovers), the one the report highlights, or neither.
+ROLES = ("reference", "highlight", "")
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class Info:
     options: dict[str, object]
     module: str = ""  # the defining module; its top package is what revision= exports
     origin: str = BUILT_IN  # built-in | entry point <dist> <version> | import path
+    role: str = ""  # one of ROLES
 
     @property
     def package(self) -> str:
@@ -57,8 +65,14 @@ def _options(cls: type) -> dict[str, object]:
     }
 
 
-def register(name: str, *, tier: str, paper: str, arxiv: str, exact_softmax: bool = False):
-    """Class decorator: add a mechanism under `name`; its keyword arguments become its options."""
+def register(
+    name: str, *, tier: str, paper: str, arxiv: str, exact_softmax: bool = False, role: str = ""
+):
+    """Class decorator: add a mechanism under `name`; its keyword arguments become its options.
+    `role`: "reference" (speed-ups and crossovers are measured against it), "highlight" (the
+    mechanism a report stars), or "" (neither)."""
+    if role not in ROLES:
+        raise ContractError(f"role {role!r} of {name!r} is not one of {ROLES}")
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY and _REGISTRY[name][0] is not cls:
@@ -67,7 +81,9 @@ def register(name: str, *, tier: str, paper: str, arxiv: str, exact_softmax: boo
                 f"the name {name!r} is taken by {taken.module} ({taken.origin}); "
                 f"{cls.__module__}.{cls.__qualname__} needs another name"
             )
-        info = Info(name, tier, paper, arxiv, exact_softmax, _options(cls), cls.__module__)
+        info = Info(
+            name, tier, paper, arxiv, exact_softmax, _options(cls), cls.__module__, role=role
+        )
         _REGISTRY[name] = (cls, info)
         setattr(cls, "name", name)  # noqa: B010  (nn.Module subclasses declare no `name`)
         return cls
@@ -132,6 +148,7 @@ def _adopt(cls: object, name: str, origin: str) -> None:
             str(getattr(cls, "arxiv", "")),
             bool(getattr(cls, "exact_softmax", False)),
             _options(cls),
+            role=str(getattr(cls, "role", "")),
         )
     if name in _REGISTRY and _REGISTRY[name][0] is not cls:
         raise ContractError(
@@ -194,10 +211,6 @@ def problems() -> dict[str, str]:
     return dict(_PROBLEMS)
 
 
-# Order of the tiers in listings and figures: the quadratic baselines first.
-_TIER_ORDER = {"O(N^2)": 0, "O(N*w^2)": 1, "O(N log N)": 2, "O(N)": 3}
-
-
 def available() -> list[str]:
     """Registered mechanism names: exact softmax first, then by complexity tier, then by name.
 
@@ -205,11 +218,23 @@ def available() -> list[str]:
     """
     load_plugins()
 
+    order = list(TIERS)
+
     def key(name: str) -> tuple[bool, int, str]:
         meta = _REGISTRY[name][1]
-        return (not meta.exact_softmax, _TIER_ORDER.get(meta.tier, len(_TIER_ORDER)), name)
+        tier = order.index(meta.tier) if meta.tier in TIERS else len(order)
+        return (not meta.exact_softmax, tier, name)
 
     return sorted(_REGISTRY, key=key)
+
+
+def with_role(role: str) -> list[str]:
+    """The registered mechanisms of a role, in listing order (e.g. the reference baselines)."""
+    return [name for name in available() if _REGISTRY[name][1].role == role]
+
+
+def tier_colour(tier: str) -> str:
+    return TIERS.get(tier, UNLISTED_TIER)
 
 
 def _lookup(name: str) -> tuple[type[nn.Module], Info]:

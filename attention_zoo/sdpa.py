@@ -13,6 +13,7 @@ from .registry import register
     paper="FlashAttention: Fast and Memory-Efficient Exact Attention with IO-Awareness",
     arxiv="2205.14135",
     exact_softmax=True,
+    role="reference",
 )
 class SDPAttention(Attention):
     def mix(self, q: Tensor, k: Tensor, v: Tensor, hw: tuple[int, int]) -> Tensor:

@@ -12,6 +12,7 @@ from .registry import register
     paper="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
     arxiv="2010.11929",
     exact_softmax=True,
+    role="reference",
 )
 class SoftmaxAttention(Attention):
     def mix(self, q: Tensor, k: Tensor, v: Tensor, hw: tuple[int, int]) -> Tensor:

@@ -152,12 +152,15 @@ def _span(sizes: list[int]) -> str:
 
 
 def crossover(table: pd.DataFrame) -> pd.DataFrame:
-    """For each mechanism against softmax and sdpa: the smallest measured size from which it is
-    faster at every larger measured size, with the margin there and whether the margin is
-    outside the noise (its interval excludes 1). A baseline that ran out of memory loses."""
+    """For each mechanism against each reference (the registry's: softmax and sdpa): the
+    smallest measured size from which it is faster at every larger measured size, with the
+    margin there and whether the margin is outside the noise (its interval excludes 1). A
+    baseline that ran out of memory loses."""
+    import attention_zoo as zoo
+
     out = []
     for (mode, name), mine in table.groupby(["mode", "attention"]):
-        for base in ("softmax", "sdpa"):
+        for base in zoo.with_role("reference"):
             if name == base:
                 continue
             theirs = table[(table["mode"] == mode) & (table["attention"] == base)]

@@ -21,8 +21,6 @@ import attention_zoo as zoo
 
 from .analysis import numeric, trusted, untrusted
 
-TIER_COLOURS = {"O(N^2)": "#4c72b0", "O(N*w^2)": "#dd8452", "O(N)": "#55a868"}
-STAR = "linear_infsa"
 UNTRUSTED = "untrustworthy timing"
 
 
@@ -99,11 +97,12 @@ def tiers(rows: pd.DataFrame, resolution: int) -> Figure:
     fig, (ax,) = _figure(1, 8, 5.5)
     ax.set_title(f"Complexity tiers at {resolution}², inference (up and to the left is better)")
     bad = untrusted(cells.reset_index()).to_numpy()
+    highlighted = zoo.with_role("highlight")
     for i, (name, row) in enumerate(cells.iterrows()):
         if not np.isfinite(x[i]):
             continue
-        star = name == STAR
-        colour = "red" if star else TIER_COLOURS.get(tier(str(name)), "grey")
+        star = name in highlighted
+        colour = "red" if star else zoo.tier_colour(tier(str(name)))
         thr = row["throughput_img_s"]
         err = [[thr - row.get("throughput_lo", thr)], [row.get("throughput_hi", thr) - thr]]
         ax.errorbar(x[i], thr, yerr=np.clip(err, 0, None), fmt="none", ecolor=colour, alpha=0.6)
@@ -119,10 +118,17 @@ def tiers(rows: pd.DataFrame, resolution: int) -> Figure:
             gid=str(name),
         )
         ax.annotate(str(name), (x[i], thr), textcoords="offset points", xytext=(7, 5), fontsize=8)
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=t) for t, c in TIER_COLOURS.items()]
-    handles.append(
-        Line2D([], [], marker="*", ls="", color="red", markersize=13, label="Linear-InfSA")
-    )
+    shown = {tier(str(name)) for name in cells.index}
+    handles = [
+        Line2D([], [], marker="o", ls="", color=zoo.tier_colour(t), label=t)
+        for t in [*zoo.TIERS, *sorted(shown - set(zoo.TIERS))]
+        if t in shown
+    ]
+    stars = [name for name in highlighted if name in cells.index]
+    if stars:
+        handles.append(
+            Line2D([], [], marker="*", ls="", color="red", markersize=13, label=", ".join(stars))
+        )
     if bad.any():
         handles.append(
             Line2D([], [], marker="o", ls="", mfc="none", color="black", label=UNTRUSTED)
@@ -168,8 +174,9 @@ def _bars(
 
 
 def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
-    """Speed-up over softmax and over sdpa, throughput, and energy per image when measured:
-    inference at the headline size, intervals as error bars, untrusted cells hatched."""
+    """Speed-up over each reference mechanism (the registry's; softmax and sdpa), throughput,
+    and energy per image when measured: inference at the headline size, intervals as error
+    bars, untrusted cells hatched."""
     cells = _headline(rows, resolution)
     order = in_registry_order(cells.index)
     thr = numeric(cells, "throughput_img_s")
@@ -177,11 +184,13 @@ def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
     hi = numeric(cells, "throughput_hi").fillna(thr)
     bad = untrusted(cells.reset_index()).set_axis(cells.index)
     note = energy_note(cells.reset_index())
-    panels = 3 if note else 4
+    references = zoo.with_role("reference")
+    n = len(references)
+    panels = n + (1 if note else 2)
     fig, axes = _figure(panels, 5 * panels, max(3.5, 0.45 * len(order) + 1.5))
     fig.suptitle(f"Efficiency dashboard, inference at {resolution}²")
     palette = colours(order)
-    for ax, base in zip(axes[:2], ("softmax", "sdpa"), strict=True):
+    for ax, base in zip(axes[:n], references, strict=True):
         ax.set_title(f"speed-up over {base}")
         if base not in thr.index:
             ax.text(
@@ -197,14 +206,14 @@ def dashboard(rows: pd.DataFrame, resolution: int) -> Figure:
         _bars(ax, order, thr / b, lo / b_hi, hi / b_lo, bad | bad.get(base, False), palette)
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_xlabel("x (throughput ratio)")
-    _bars(axes[2], order, thr, lo, hi, bad, palette)
-    axes[2].set_title("throughput")
-    axes[2].set_xlabel("img/s")
+    _bars(axes[n], order, thr, lo, hi, bad, palette)
+    axes[n].set_title("throughput")
+    axes[n].set_xlabel("img/s")
     if not note:
         energy = trusted(cells.reset_index(), "energy_j_per_img").set_axis(cells.index)
-        _bars(axes[3], order, energy, energy, energy, bad, palette)
-        axes[3].set_title("energy per image")
-        axes[3].set_xlabel("J/img")
+        _bars(axes[n + 1], order, energy, energy, energy, bad, palette)
+        axes[n + 1].set_title("energy per image")
+        axes[n + 1].set_xlabel("J/img")
     if bad.any():
         fig.legend(
             handles=[Patch(facecolor="grey", hatch="//", alpha=0.5, label=UNTRUSTED)],
@@ -252,7 +261,7 @@ def _by_resolution(
                     marker="o",
                     color=colour,
                     label=name,
-                    lw=3 if name == STAR else 1.5,
+                    lw=3 if name in zoo.with_role("highlight") else 1.5,
                     capsize=2,
                     mfc="white" if untrusted(ok).any() else colour,
                 )

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+import attention_zoo as zoo
+
 from . import analysis, figures, paths
 from .rows import collect, write_atomic, write_results
 from .sweep import read_plan
@@ -103,7 +105,7 @@ def findings(cells: pd.DataFrame) -> list[str]:
         if not at.empty:
             best = at["throughput_img_s"].idxmax()
             parts = []
-            for base in ("softmax", "sdpa"):
+            for base in zoo.with_role("reference"):
                 if base in at.index and best != base:
                     ratio = at.loc[best, "throughput_img_s"] / at.loc[base, "throughput_img_s"]
                     lo = at.loc[best].get("throughput_lo", np.nan) / at.loc[base].get(
@@ -122,7 +124,8 @@ def findings(cells: pd.DataFrame) -> list[str]:
                 + (f", {', '.join(parts)}" if parts else "")
             )
     stops = []
-    for name in ("softmax", "infsa", "sdpa"):
+    quadratic = [n for n in zoo.available() if zoo.info(n).tier == next(iter(zoo.TIERS))]
+    for name in quadratic:
         mine = cells[(cells["attention"] == name) & (cells["mode"] == "infer")]
         failed = mine[mine["status"].isin(["oom", "kernel_limit"])]
         if not failed.empty:
@@ -132,7 +135,7 @@ def findings(cells: pd.DataFrame) -> list[str]:
     if stops:
         out.append("; ".join(stops))
     fits = analysis.scaling(cells)
-    star = fits[fits["mechanism"] == figures.STAR] if not fits.empty else fits
+    star = fits[fits["mechanism"].isin(zoo.with_role("highlight"))] if not fits.empty else fits
     sentences = analysis.scaling_sentences(star if not star.empty else fits.head(1))
     if sentences:
         out.append(sentences[0])

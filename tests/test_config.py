@@ -10,6 +10,7 @@ from fixtures import config
 
 import attention_zoo as zoo
 from harness.config import Config
+from harness.contention import usable_cpus
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -42,7 +43,8 @@ def test_the_config_files_repeat_no_default():
 def test_defaults_come_from_the_schema():
     cfg = config("sweep=quick")
     assert cfg.timing.window_s == Config().timing.window_s
-    assert cfg.threads >= 1  # null in the schema: the CPUs this process may use
+    assert Config().threads is None  # null in the schema: resolved to the CPUs this process may use
+    assert cfg.threads == usable_cpus()
 
 
 def test_a_yaml_in_conf_attention_makes_a_named_variant(tmp_path):
