@@ -26,7 +26,6 @@ def trusted(table: pd.DataFrame, column: str) -> pd.Series:
     return numeric(table, column).where(valid)
 
 
-STATUS_RANK = {"ok": 0, "skipped_oom": 1, "oom": 2, "error": 3}
 MEDIANS = [
     "throughput_img_s",
     "latency_ms",
@@ -58,7 +57,7 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, group in keyed.groupby("_key", sort=False):
         ok = group[group["status"] == "ok"]
-        worst = max(group["status"], key=lambda s: STATUS_RANK.get(s, 3))
+        worst = max(group["status"], key=lambda s: rows.status(s).rank)
         base = (ok if len(ok) else group).iloc[0].to_dict()
         base |= {"status": "ok" if len(ok) == len(group) else worst, "trials": len(group)}
         if len(ok) < len(group) and len(ok):

@@ -37,7 +37,6 @@ from . import rows as schema
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 EXACT = ["status", "params", "macs", "flops"]
-STATUS_RANK = {"ok": 0, "skipped_oom": 1, "oom": 1, "error": 1}
 
 
 @dataclass(frozen=True)
@@ -215,7 +214,7 @@ class Cell:
     @classmethod
     def of(cls, rows: pd.DataFrame) -> Cell:
         statuses = list(rows["status"])
-        worst = max(statuses, key=lambda s: STATUS_RANK.get(s, 1))
+        worst = max(statuses, key=lambda s: schema.status(s).rank)
         exact = {
             c: rows[c].dropna().iloc[0] if rows[c].notna().any() else None
             for c in EXACT[1:]
@@ -395,7 +394,7 @@ def exact_lines(baseline: dict[str, Cell], current: dict[str, Cell]) -> list[dic
             if bv == cv or (pd.isna(bv) and pd.isna(cv)):
                 verdict = "ok"
             elif column == "status":
-                rank_b, rank_c = STATUS_RANK.get(str(bv), 1), STATUS_RANK.get(str(cv), 1)
+                rank_b, rank_c = schema.status(bv).rank, schema.status(cv).rank
                 verdict = (
                     "regressed" if rank_c > rank_b else "improved" if rank_c < rank_b else "changed"
                 )

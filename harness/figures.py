@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 import attention_zoo as zoo
 
 from .analysis import numeric, trusted, untrusted
+from .rows import STATUSES
 
 UNTRUSTED = "untrustworthy timing"
 
@@ -265,7 +266,7 @@ def _by_resolution(
                     capsize=2,
                     mfc="white" if untrusted(ok).any() else colour,
                 )
-            for status, marker in (("oom", "x"), ("kernel_limit", "^")):
+            for status, marker in ((s.name, s.marker) for s in STATUSES.values() if s.marker):
                 where = mine[mine["status"] == status]
                 if not where.empty:
                     last = (

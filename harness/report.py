@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 import attention_zoo as zoo
 
 from . import analysis, figures, paths
-from .rows import collect, write_atomic, write_results
+from .rows import STOPPED, collect, write_atomic, write_results
 from .sweep import read_plan
 
 REPORTS = paths.REPORTS
@@ -127,7 +127,7 @@ def findings(cells: pd.DataFrame) -> list[str]:
     quadratic = [n for n in zoo.available() if zoo.info(n).tier == next(iter(zoo.TIERS))]
     for name in quadratic:
         mine = cells[(cells["attention"] == name) & (cells["mode"] == "infer")]
-        failed = mine[mine["status"].isin(["oom", "kernel_limit"])]
+        failed = mine[mine["status"].isin(STOPPED)]
         if not failed.empty:
             stops.append(
                 f"{name} stopped at {int(failed['resolution'].min())}² ({failed.iloc[0]['status']})"

@@ -11,10 +11,43 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a row's status means to everything that reads rows."""
+
+    name: str
+    rank: int  # higher is worse: a cell's trials aggregate, and the check compares, by it
+    kept: bool  # a resumed sweep keeps the row; otherwise it measures the cell again
+    stops_larger: bool  # larger sizes of the same cell are recorded `skipped_oom`, not run
+    marker: str  # how a figure marks where a mechanism stopped ('' : not marked)
+    meaning: str
+
+
+STATUSES = {
+    s.name: s
+    for s in (
+        Status("ok", 0, True, False, "", "measured"),
+        Status("skipped_oom", 1, True, False, "", "not run: a smaller size ran out of memory"),
+        Status("kernel_limit", 2, True, False, "^", "a kernel's size limit: grid, 32-bit indexing"),
+        Status("oom", 3, True, True, "x", "out of memory, with evidence"),
+        Status("error", 4, False, False, "", "crashed, timed out or stopped: measured again"),
+    )
+}
+OK = STATUSES["ok"].name
+STOPPED = tuple(s.name for s in STATUSES.values() if s.marker)  # where a mechanism stopped
+
+
+def status(name: Any) -> Status:
+    """A status by name; an unknown one (another tool's rows) counts as an error."""
+    return STATUSES.get(str(name), STATUSES["error"])
+
 
 ROW_FILE = "result.json"
 RESULTS = "results.csv"
@@ -50,8 +83,7 @@ COLUMNS: dict[str, str] = {
     "revision_repo": "the git repository that commit is from",
     "attention_source": "where the mechanism's code came from: module, how it was found "
     "(built-in, entry point of a distribution and its version, import path) and its file",
-    "status": "ok, oom (out of memory, with evidence), skipped_oom (not run: a smaller size ran "
-    "out of memory), kernel_limit (a kernel's size limit: grid, 32-bit indexing) or error",
+    "status": ", ".join(f"{s.name} ({s.meaning})" for s in STATUSES.values()),
     "error": "why the cell is not ok (empty when ok); the traceback is in the job directory",
     "params": "trainable parameters of the model at this resolution",
     "macs": "multiply-accumulates of one forward per image (contractions only; fvcore)",

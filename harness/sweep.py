@@ -28,7 +28,6 @@ from omegaconf import DictConfig
 from . import rows
 
 PLAN_FILE = "sweep.json"
-KEPT = {"ok", "oom", "skipped_oom", "kernel_limit"}  # a re-run keeps these; `error` re-measures
 INNERMOST = "revision"  # varies fastest, so the two sides of an A/B run alternate cell by cell
 
 
@@ -273,18 +272,19 @@ def previous(cell: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, 
     """The row of this very measurement (cell, revision, trial) when an earlier run kept it."""
     key = rows.sample_key(cell)
     for row in siblings:
-        if row.get("status") in KEPT and rows.sample_key(row) == key:
+        if rows.status(row.get("status")).kept and rows.sample_key(row) == key:
             return row
     return None
 
 
 def smaller_oom(cell: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """An `oom` row of the same cell but for its size, at fewer tokens (same revision)."""
+    """A row of the same cell but for its size, at fewer tokens (same revision), whose status
+    stops larger sizes (`oom`)."""
     columns = tuple(c for c in rows.IDENTITY + ("revision",) if c not in rows.SIZE)
     key = rows.identity(cell, columns)
     for row in siblings:
         if (
-            row.get("status") == "oom"
+            rows.status(row.get("status")).stops_larger
             and (row.get("tokens") or 0) < cell["tokens"]
             and rows.identity(row, columns) == key
         ):

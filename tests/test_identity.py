@@ -130,3 +130,14 @@ def test_the_exact_check_travels_across_thread_counts_and_timed_metrics_say_why_
     assert (
         "note: 4 cells compared on exact metrics only: baseline threads=2, current threads=4" in out
     )
+
+
+def test_one_status_type_decides_resume_skips_and_ranks():
+    done = {s: base(status=s, tokens=196) for s in rows.STATUSES}
+    bigger = base(resolution=448, height=448, tokens=784)
+    kept = {s for s, r in done.items() if sweep.previous(base(), [r]) is r}
+    assert kept == {"ok", "skipped_oom", "kernel_limit", "oom"}  # `error` is measured again
+    stops = {s for s, r in done.items() if sweep.smaller_oom(bigger, [r]) is r}
+    assert stops == {"oom"}
+    assert max(rows.STATUSES, key=lambda s: rows.status(s).rank) == "error"
+    assert rows.status("something else") is rows.STATUSES["error"]
