@@ -22,26 +22,8 @@ def trusted(table: pd.DataFrame, column: str) -> pd.Series:
     """An energy-derived column where a counter measured it validly; NaN (never 0) elsewhere."""
     if "energy_valid" not in table:
         return numeric(table, column).where(False)
-    valid = table["energy_valid"].map(lambda v: v is True or str(v).lower() == "true")
+    valid = table["energy_valid"].map(rows.truth)
     return numeric(table, column).where(valid)
-
-
-MEDIANS = [
-    "throughput_img_s",
-    "latency_ms",
-    "latency_ms_p10",
-    "latency_ms_p90",
-    "energy_j_per_img",
-    "sampled_energy_j_per_img",
-    "avg_power_w",
-    "idle_power_w",
-    "peak_mem_bytes",
-    "harness_s",
-]
-
-
-def _truth(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: v is True or str(v).strip().lower() == "true")
 
 
 def aggregate(table: pd.DataFrame) -> pd.DataFrame:
@@ -64,13 +46,13 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
             base["error"] = "; ".join(
                 sorted(set(group.loc[group["status"] != "ok", "error"].astype(str)))
             )
-        for column in MEDIANS:
+        for column in rows.MEDIANS:
             if column in ok:
                 base[column] = pd.to_numeric(ok[column], errors="coerce").median()
         if len(ok):  # valid only if every trial was; timing unless flagged, energy if shown valid
             base["timing_valid"] = not bool(untrusted(ok).any())
             if "energy_valid" in ok:
-                base["energy_valid"] = bool(_truth(ok["energy_valid"]).all())
+                base["energy_valid"] = bool(ok["energy_valid"].map(rows.truth).all())
         base |= _intervals(ok)
         out.append(base)
     return pd.DataFrame(out).drop(columns="_key")
@@ -143,7 +125,7 @@ def untrusted(table: pd.DataFrame) -> pd.Series:
     """Cells whose timing was flagged untrustworthy (timing_valid false)."""
     if "timing_valid" not in table:
         return pd.Series(False, index=table.index)
-    return table["timing_valid"].map(lambda v: v is False or str(v).strip().lower() == "false")
+    return table["timing_valid"].map(rows.falsity)
 
 
 def _span(sizes: list[int]) -> str:
@@ -408,21 +390,9 @@ def cell_table(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["mechanism", "model", "px", "mode"])
 
 
-PROVENANCE = [
-    "device_name",
-    "device_uuid",
-    "driver_version",
-    "cuda_version",
-    "torch_version",
-    "tf32_matmul",
-    "power_limit_w",
-    "cpu_model",
-    "threads",
-    "hostname",
-    "git_sha",
-    "energy_source",
-    "mem_source",
-]
+# The report's provenance table: where and with what the rows were measured.
+PROVENANCE = [c.name for c in rows.COLUMNS.values() if c.group == "provenance"]
+PROVENANCE += ["threads", "energy_source", "mem_source"]
 
 
 def provenance(table: pd.DataFrame) -> pd.DataFrame:

@@ -36,11 +36,13 @@ from . import paths, stats
 from . import rows as schema
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
-EXACT = ["status", "params", "macs", "flops"]
+EXACT = [name for name, c in schema.GATED.items() if c.gate and c.gate.how == "exact"]
 
 
 @dataclass(frozen=True)
 class Metric:
+    """A ratio-gated column as the check uses it (rows.COLUMNS defines it)."""
+
     column: str
     higher_is_better: bool
     tolerance: float
@@ -50,25 +52,30 @@ class Metric:
     normalised: bool  # divided by the reference mechanism in --normalise mode
     unit: str
 
+    @classmethod
+    def of(cls, column: schema.Column) -> Metric:
+        g = column.gate
+        assert g is not None
+        return cls(
+            column.name,
+            g.higher_is_better,
+            g.tolerance,
+            g.samples,
+            g.stat,
+            g.timed,
+            g.normalised,
+            column.unit,
+        )
+
 
 METRICS = {
-    "throughput_img_s": Metric(
-        "throughput_img_s", True, 0.10, "steps", "mean", True, True, "img/s"
-    ),
-    "latency_ms": Metric("latency_ms", False, 0.10, "steps", "median", True, True, "ms"),
-    "energy_j_per_img": Metric(
-        "energy_j_per_img", False, 0.10, "trials", "median", True, True, "J/img"
-    ),
-    "peak_mem_bytes": Metric("peak_mem_bytes", False, 0.05, "trials", "median", False, False, "B"),
+    name: Metric.of(c) for name, c in schema.GATED.items() if c.gate and c.gate.how == "ratio"
 }
+NUMERIC = [c.name for c in schema.COLUMNS.values() if c.kind in ("int", "float")]
 
 
 class UnusableInput(Exception):
     """Input the check cannot judge: exit code 2."""
-
-
-def _true(value: Any) -> bool:
-    return value is True or str(value).strip().lower() == "true"
 
 
 def _steps(value: Any) -> list[float] | None:
@@ -105,7 +112,7 @@ def load(source: Path, role: str) -> pd.DataFrame:
             f"{', '.join(map(str, schema.READABLE_VERSIONS))}: re-measure the baseline"
         )
     rows = rows.copy()
-    for column in ("params", "macs", "flops", "latency_ms_p10", "latency_ms_p90", *METRICS):
+    for column in NUMERIC:
         if column in rows:
             rows[column] = pd.to_numeric(rows[column], errors="coerce")
     revision = rows.get("revision", pd.Series("", index=rows.index))
@@ -228,10 +235,10 @@ class Cell:
 
     def trusted(self, metric: Metric) -> bool:
         ok = self.rows[self.rows["status"] == "ok"]
-        if metric.timed and "timing_valid" in ok and not ok["timing_valid"].map(_true).all():
+        if metric.timed and "timing_valid" in ok and not ok["timing_valid"].map(schema.truth).all():
             return False
         if metric.column == "energy_j_per_img" and "energy_valid" in ok:
-            return bool(ok["energy_valid"].map(_true).all())
+            return bool(ok["energy_valid"].map(schema.truth).all())
         return True
 
     def value(self, metric: Metric) -> float | None:

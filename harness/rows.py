@@ -55,92 +55,374 @@ TRACEBACK_FILE = "traceback.txt"
 SCHEMA_VERSION = 3
 READABLE_VERSIONS = (2, 3)  # v3 added revision_repo, attention_source, attnbench_version
 
-# column -> meaning. The README's column table is this dict: `python -m harness.rows` prints it
-# and a test keeps the README equal to it.
-COLUMNS: dict[str, str] = {
-    "attention": "mechanism: its registered name (built-in or plugin) or its import path",
-    "attention_options": "the mechanism's options as given (JSON object)",
-    "model": "model preset (attention_zoo.PRESETS), e.g. small; `small(depth=8)` when its "
-    "shape was changed",
-    "depth": "transformer blocks",
-    "dim": "embedding width",
-    "heads": "attention heads",
-    "patch_size": "patch side in pixels",
-    "mlp_ratio": "MLP hidden width / dim",
-    "resolution": "image width in pixels (and height, unless `height` differs)",
-    "height": "image height in pixels",
-    "tokens": "patch tokens per image",
-    "batch_size": "images per step",
-    "mode": "infer (forward under inference_mode) or train (forward + backward + AdamW step)",
-    "dtype": "float32, bfloat16 or float16 (infer: model and input cast; train: autocast)",
-    "device": "torch device the cell ran on (cpu, cuda:N)",
-    "compile": "whether the model went through torch.compile",
-    "tf32": "TF32 matmuls and convolutions allowed",
-    "threads": "torch intra-op threads the cell ran with",
-    "trial": "which independent measurement of the cell this row is (0, 1, ...)",
-    "revision": "git commit of the mechanism's package that was measured (empty: the installed "
-    "code)",
-    "revision_repo": "the git repository that commit is from",
-    "attention_source": "where the mechanism's code came from: module, how it was found "
-    "(built-in, entry point of a distribution and its version, import path) and its file",
-    "status": ", ".join(f"{s.name} ({s.meaning})" for s in STATUSES.values()),
-    "error": "why the cell is not ok (empty when ok); the traceback is in the job directory",
-    "params": "trainable parameters of the model at this resolution",
-    "macs": "multiply-accumulates of one forward per image (contractions only; fvcore)",
-    "flops": "2 x macs",
-    "latency_ms": "median time of one step (one batch), ms",
-    "latency_ms_p10": "10th percentile step time, ms",
-    "latency_ms_p90": "90th percentile step time, ms",
-    "iters": "steps in the timed window",
-    "window_s": "wall seconds of the timed window (energy is read over the same window)",
-    "step_times_ms": "every timed step, ms, in order (JSON list): the raw samples of the check",
-    "throughput_img_s": "images per second over the timed window (batch x steps / time)",
-    "timing_valid": "false when the window's timing cannot be trusted (CPU contention, GPU "
-    "throttling; thresholds in the README)",
-    "timing_note": "the evidence: CPU share, run-queue wait, switches, load; GPU clocks, "
-    "throttle reasons, temperature; first why timing_valid is false",
-    "energy_j_per_img": "energy per image over the window, J (empty when not measured)",
-    "sampled_energy_j_per_img": "NVML power samples (instant-power field where the driver has "
-    "it) integrated over the same window, J/img: the counter's cross-check",
-    "dram_energy_j_per_img": "RAPL DRAM energy per image, J (CPU, where exposed)",
-    "avg_power_w": "energy / window seconds, W",
-    "idle_power_w": "power before the cell, nothing running, W",
-    "energy_source": "counter used (nvml:total_energy_counter, nvml:power_sampling, "
-    "rapl:package) or 'unavailable: <reason>'",
-    "energy_resolution": "uncertainty of energy_j_per_img from the counter's steps, as a "
-    "fraction (over 0.01 makes energy_valid false)",
-    "energy_valid": "false when the counter's resolution exceeds 1%, it did not advance, or a "
-    "process appeared on the GPU during the window",
-    "energy_note": "why energy_valid is false, and how power was sampled and the counter's "
-    "measured step",
-    "peak_mem_bytes": "peak memory of the cell, bytes",
-    "mem_source": "how peak memory was read (cuda:max_memory_allocated, cpu:vmhwm...)",
-    "compile_s": "seconds of warm-up including torch.compile (never timed)",
-    "harness_s": "wall seconds of the whole cell, process start and FLOP count included",
-    "device_name": "GPU name or CPU model",
-    "device_uuid": "GPU UUID (NVML is addressed by it, not by index)",
-    "driver_version": "NVIDIA driver",
-    "cuda_version": "CUDA version torch was built with",
-    "cudnn_version": "cuDNN version",
-    "tf32_matmul": "torch.backends.cuda.matmul.allow_tf32 as measured",
-    "tf32_cudnn": "torch.backends.cudnn.allow_tf32 as measured",
-    "cudnn_benchmark": "torch.backends.cudnn.benchmark",
-    "cuda_visible_devices": "CUDA_VISIBLE_DEVICES of the job",
-    "power_limit_w": "enforced GPU power limit, W",
-    "sm_clock_mhz": "SM clock when the cell started, MHz",
-    "mem_clock_mhz": "memory clock when the cell started, MHz",
-    "temperature_c": "GPU temperature when the cell started, C",
-    "gpu_processes": "compute processes on the GPU when the cell started",
-    "torch_version": "torch version",
-    "python_version": "Python version",
-    "cpu_model": "CPU model",
-    "hostname": "machine name",
-    "attnbench_version": "version of the installed attnbench that measured the row",
-    "git_sha": "attnbench commit when run from a git checkout ('+dirty' with uncommitted "
-    "changes; empty for an installed wheel)",
-    "timestamp": "UTC time the cell started",
-    "overrides": "the Hydra overrides of the job",
-    "schema_version": "version of this column set",
+KINDS = ("str", "int", "float", "bool", "json")
+GROUPS: tuple[str, ...] = ("identity", "sample", "outcome", "timing", "energy", "memory")
+GROUPS += ("state", "provenance", "bookkeeping")  # bookkeeping: overrides, time, schema version
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How attnbench-check judges a column: `exact` (must not change), or `ratio` (current /
+    baseline with an interval, within a tolerance in the direction of worse)."""
+
+    how: str  # exact | ratio
+    higher_is_better: bool = False
+    tolerance: float = 0.0  # ratio: the default allowed change
+    samples: str = "trials"  # ratio: "steps" (a window's step times exist) or "trials"
+    stat: str = "median"  # ratio, steps: the statistic of one window's steps (median or mean)
+    timed: bool = True  # ratio: untrustworthy timing makes it inconclusive
+    normalised: bool = True  # ratio: divided by the reference mechanism under --normalise
+
+
+EXACT = Gate("exact")
+
+
+@dataclass(frozen=True)
+class Column:
+    """Everything attnbench knows about one column of a row, in one place: the schema, the CSV
+    reader, the aggregation over trials, the check's metric table and the README's column table
+    are all made from these. Adding a column is one entry."""
+
+    name: str
+    kind: str  # one of KINDS: what a reader turns the CSV text back into
+    group: str  # one of GROUPS
+    meaning: str
+    unit: str = ""
+    aggregate: str = "first"  # over a cell's ok trials: median | all (bool: every trial) | first
+    gate: Gate | None = None  # how attnbench-check judges it (None: not at all)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.group not in GROUPS:
+            raise ValueError(f"column {self.name}: kind in {KINDS}, group in {GROUPS}")
+        if self.aggregate not in ("first", "median", "all"):
+            raise ValueError(f"column {self.name}: aggregate first, median or all")
+
+
+STATUS_MEANING = ", ".join(f"{s.name} ({s.meaning})" for s in STATUSES.values())
+
+# The README's column table is made from this: `python -m harness.rows` prints it and a test
+# keeps the README equal to it.
+COLUMNS: dict[str, Column] = {
+    c.name: c
+    for c in (
+        Column(
+            "attention",
+            "str",
+            "identity",
+            "mechanism: its registered name (built-in or plugin) or its import path",
+        ),
+        Column(
+            "attention_options",
+            "json",
+            "identity",
+            "the mechanism's options as given (JSON object)",
+        ),
+        Column(
+            "model",
+            "str",
+            "identity",
+            "model preset (attention_zoo.PRESETS), e.g. small; `small(depth=8)` when its shape was"
+            " changed",
+        ),
+        Column("depth", "int", "identity", "transformer blocks"),
+        Column("dim", "int", "identity", "embedding width"),
+        Column("heads", "int", "identity", "attention heads"),
+        Column("patch_size", "int", "identity", "patch side in pixels", unit="px"),
+        Column("mlp_ratio", "float", "identity", "MLP hidden width / dim"),
+        Column(
+            "resolution",
+            "int",
+            "identity",
+            "image width in pixels (and height, unless `height` differs)",
+            unit="px",
+        ),
+        Column("height", "int", "identity", "image height in pixels", unit="px"),
+        Column("tokens", "int", "identity", "patch tokens per image"),
+        Column("batch_size", "int", "identity", "images per step"),
+        Column(
+            "mode",
+            "str",
+            "identity",
+            "infer (forward under inference_mode) or train (forward + backward + AdamW step)",
+        ),
+        Column(
+            "dtype",
+            "str",
+            "identity",
+            "float32, bfloat16 or float16 (infer: model and input cast; train: autocast)",
+        ),
+        Column("device", "str", "identity", "torch device the cell ran on (cpu, cuda:N)"),
+        Column("compile", "bool", "identity", "whether the model went through torch.compile"),
+        Column("tf32", "bool", "identity", "TF32 matmuls and convolutions allowed"),
+        Column("threads", "int", "identity", "torch intra-op threads the cell ran with"),
+        Column(
+            "trial",
+            "int",
+            "sample",
+            "which independent measurement of the cell this row is (0, 1, ...)",
+        ),
+        Column(
+            "revision",
+            "str",
+            "sample",
+            "git commit of the mechanism's package that was measured (empty: the installed code)",
+        ),
+        Column("revision_repo", "str", "sample", "the git repository that commit is from"),
+        Column(
+            "attention_source",
+            "str",
+            "outcome",
+            "where the mechanism's code came from: module, how it was found (built-in, entry point"
+            " of a distribution and its version, import path) and its file",
+        ),
+        Column(
+            "status",
+            "str",
+            "outcome",
+            STATUS_MEANING,
+            gate=EXACT,
+        ),
+        Column(
+            "error",
+            "str",
+            "outcome",
+            "why the cell is not ok (empty when ok); the traceback is in the job directory",
+        ),
+        Column(
+            "params",
+            "int",
+            "outcome",
+            "trainable parameters of the model at this resolution",
+            gate=EXACT,
+        ),
+        Column(
+            "macs",
+            "int",
+            "outcome",
+            "multiply-accumulates of one forward per image (contractions only; fvcore)",
+            unit="MAC/img",
+            gate=EXACT,
+        ),
+        Column("flops", "int", "outcome", "2 x macs", unit="FLOP/img", gate=EXACT),
+        Column(
+            "latency_ms",
+            "float",
+            "timing",
+            "median time of one step (one batch), ms",
+            unit="ms",
+            aggregate="median",
+            gate=Gate("ratio", tolerance=0.10, samples="steps"),
+        ),
+        Column(
+            "latency_ms_p10",
+            "float",
+            "timing",
+            "10th percentile step time, ms",
+            unit="ms",
+            aggregate="median",
+        ),
+        Column(
+            "latency_ms_p90",
+            "float",
+            "timing",
+            "90th percentile step time, ms",
+            unit="ms",
+            aggregate="median",
+        ),
+        Column("iters", "int", "timing", "steps in the timed window"),
+        Column(
+            "window_s",
+            "float",
+            "timing",
+            "wall seconds of the timed window (energy is read over the same window)",
+            unit="s",
+        ),
+        Column(
+            "step_times_ms",
+            "json",
+            "timing",
+            "every timed step, ms, in order (JSON list): the raw samples of the check",
+            unit="ms",
+        ),
+        Column(
+            "throughput_img_s",
+            "float",
+            "timing",
+            "images per second over the timed window (batch x steps / time)",
+            unit="img/s",
+            aggregate="median",
+            gate=Gate("ratio", higher_is_better=True, tolerance=0.10, samples="steps", stat="mean"),
+        ),
+        Column(
+            "timing_valid",
+            "bool",
+            "timing",
+            "false when the window's timing cannot be trusted (CPU contention, GPU throttling; "
+            "thresholds in the README)",
+            aggregate="all",
+        ),
+        Column(
+            "timing_note",
+            "str",
+            "timing",
+            "the evidence: CPU share, run-queue wait, switches, load; GPU clocks, throttle "
+            "reasons, temperature; first why timing_valid is false",
+        ),
+        Column(
+            "energy_j_per_img",
+            "float",
+            "energy",
+            "energy per image over the window, J (empty when not measured)",
+            unit="J/img",
+            aggregate="median",
+            gate=Gate("ratio", tolerance=0.10),
+        ),
+        Column(
+            "sampled_energy_j_per_img",
+            "float",
+            "energy",
+            "NVML power samples (instant-power field where the driver has it) integrated over the "
+            "same window, J/img: the counter's cross-check",
+            unit="J/img",
+            aggregate="median",
+        ),
+        Column(
+            "dram_energy_j_per_img",
+            "float",
+            "energy",
+            "RAPL DRAM energy per image, J (CPU, where exposed)",
+            unit="J/img",
+        ),
+        Column(
+            "avg_power_w",
+            "float",
+            "energy",
+            "energy / window seconds, W",
+            unit="W",
+            aggregate="median",
+        ),
+        Column(
+            "idle_power_w",
+            "float",
+            "energy",
+            "power before the cell, nothing running, W",
+            unit="W",
+            aggregate="median",
+        ),
+        Column(
+            "energy_source",
+            "str",
+            "energy",
+            "counter used (nvml:total_energy_counter, nvml:power_sampling, rapl:package) or "
+            "'unavailable: <reason>'",
+        ),
+        Column(
+            "energy_resolution",
+            "float",
+            "energy",
+            "uncertainty of energy_j_per_img from the counter's steps, as a fraction (over 0.01 "
+            "makes energy_valid false)",
+        ),
+        Column(
+            "energy_valid",
+            "bool",
+            "energy",
+            "false when the counter's resolution exceeds 1%, it did not advance, or a process "
+            "appeared on the GPU during the window",
+            aggregate="all",
+        ),
+        Column(
+            "energy_note",
+            "str",
+            "energy",
+            "why energy_valid is false, and how power was sampled and the counter's measured step",
+        ),
+        Column(
+            "peak_mem_bytes",
+            "int",
+            "memory",
+            "peak memory of the cell, bytes",
+            unit="B",
+            aggregate="median",
+            gate=Gate("ratio", tolerance=0.05, timed=False, normalised=False),
+        ),
+        Column(
+            "mem_source",
+            "str",
+            "memory",
+            "how peak memory was read (cuda:max_memory_allocated, cpu:vmhwm...)",
+        ),
+        Column(
+            "compile_s",
+            "float",
+            "timing",
+            "seconds of warm-up including torch.compile (never timed)",
+            unit="s",
+        ),
+        Column(
+            "harness_s",
+            "float",
+            "bookkeeping",
+            "wall seconds of the whole cell, process start and FLOP count included",
+            unit="s",
+            aggregate="median",
+        ),
+        Column("device_name", "str", "provenance", "GPU name or CPU model"),
+        Column(
+            "device_uuid", "str", "provenance", "GPU UUID (NVML is addressed by it, not by index)"
+        ),
+        Column("driver_version", "str", "provenance", "NVIDIA driver"),
+        Column("cuda_version", "str", "provenance", "CUDA version torch was built with"),
+        Column("cudnn_version", "str", "provenance", "cuDNN version"),
+        Column(
+            "tf32_matmul", "bool", "provenance", "torch.backends.cuda.matmul.allow_tf32 as measured"
+        ),
+        Column("tf32_cudnn", "bool", "provenance", "torch.backends.cudnn.allow_tf32 as measured"),
+        Column("cudnn_benchmark", "bool", "provenance", "torch.backends.cudnn.benchmark"),
+        Column("cuda_visible_devices", "str", "provenance", "CUDA_VISIBLE_DEVICES of the job"),
+        Column("power_limit_w", "float", "provenance", "enforced GPU power limit, W", unit="W"),
+        Column("sm_clock_mhz", "int", "state", "SM clock when the cell started, MHz", unit="MHz"),
+        Column(
+            "mem_clock_mhz",
+            "int",
+            "state",
+            "memory clock when the cell started, MHz",
+            unit="MHz",
+        ),
+        Column(
+            "temperature_c",
+            "float",
+            "state",
+            "GPU temperature when the cell started, C",
+            unit="C",
+        ),
+        Column(
+            "gpu_processes",
+            "int",
+            "state",
+            "compute processes on the GPU when the cell started",
+        ),
+        Column("torch_version", "str", "provenance", "torch version"),
+        Column("python_version", "str", "provenance", "Python version"),
+        Column("cpu_model", "str", "provenance", "CPU model"),
+        Column("hostname", "str", "provenance", "machine name"),
+        Column(
+            "attnbench_version",
+            "str",
+            "provenance",
+            "version of the installed attnbench that measured the row",
+        ),
+        Column(
+            "git_sha",
+            "str",
+            "provenance",
+            "attnbench commit when run from a git checkout ('+dirty' with uncommitted changes; "
+            "empty for an installed wheel)",
+        ),
+        Column("timestamp", "str", "bookkeeping", "UTC time the cell started"),
+        Column("overrides", "str", "bookkeeping", "the Hydra overrides of the job"),
+        Column("schema_version", "int", "bookkeeping", "version of this column set"),
+    )
 }
 
 # What makes two rows the same cell. The device counts by class (cpu / cuda), so a resumed sweep
@@ -172,9 +454,18 @@ MACHINE = ("threads",)
 EXACT_IDENTITY = tuple(c for c in IDENTITY if c not in MACHINE)
 SAMPLE = ("revision", "trial")  # which measurement of a cell a row is, within one sweep
 
-_INTEGER = {"depth", "dim", "heads", "patch_size", "resolution", "height", "batch_size"}
-_INTEGER |= {"threads", "trial", "tokens"}
-_BOOLEAN = {"compile", "tf32"}
+MEDIANS = tuple(c.name for c in COLUMNS.values() if c.aggregate == "median")
+GATED = {c.name: c for c in COLUMNS.values() if c.gate is not None}
+
+
+def truth(value: Any) -> bool:
+    """A boolean as a row holds it: True, or 'true' in any case after a CSV round trip."""
+    return value is True or str(value).strip().lower() == "true"
+
+
+def falsity(value: Any) -> bool:
+    """Explicitly false (an empty value is neither true nor false)."""
+    return value is False or str(value).strip().lower() == "false"
 
 
 def device_class(device: Any) -> str:
@@ -205,11 +496,12 @@ def canonical(column: str, value: Any) -> Any:
         return json.dumps(dict(value or {}), sort_keys=True)
     if column == "device":
         return device_class(value)
-    if column in _BOOLEAN:
-        return value if isinstance(value, bool) else str(value).strip().lower() == "true"
-    if column in _INTEGER:
+    kind = COLUMNS[column].kind if column in COLUMNS else "str"
+    if kind == "bool":
+        return truth(value)
+    if kind == "int":
         return int(float(value))
-    if column == "mlp_ratio":
+    if kind == "float":
         return float(value)
     return str(value)
 
@@ -316,18 +608,33 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table[known + [c for c in table if c not in COLUMNS]]
 
 
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results.csv with each column's type as it went in (numbers as numbers, booleans as
+    booleans, empty as missing), whatever pandas would have guessed."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str)
+    for name in table.columns.intersection(list(COLUMNS)):
+        kind = COLUMNS[name].kind
+        if kind in ("int", "float"):
+            table[name] = pd.to_numeric(table[name], errors="coerce")
+            if kind == "int" and table[name].dropna().mod(1).eq(0).all():
+                table[name] = table[name].astype("Int64")
+        elif kind == "bool":
+            table[name] = table[name].map(lambda v: None if pd.isna(v) else truth(v)).astype(object)
+    return table
+
+
 def collect(source: Path) -> pd.DataFrame:
     """A run's rows from a results.csv file or from the result.json files under a directory
     (falling back to its results.csv when the job directories are gone). Writes nothing."""
     if source.is_file():
-        return pd.read_csv(source)
+        return read_csv(source)
     if not source.is_dir():
         raise FileNotFoundError(f"{source} does not exist")
     rows = read_rows(source)
     if rows:
         return frame(rows)
     if (source / RESULTS).is_file():
-        return pd.read_csv(source / RESULTS)
+        return read_csv(source / RESULTS)
     raise FileNotFoundError(f"no {ROW_FILE} under {source} (at any depth) and no {RESULTS}")
 
 
@@ -339,8 +646,23 @@ def write_results(sweep_dir: Path) -> tuple[Path, pd.DataFrame]:
 
 def markdown_columns() -> str:
     """The README's column table."""
-    lines = ["| column | meaning |", "|---|---|"]
-    return "\n".join(lines + [f"| `{column}` | {text} |" for column, text in COLUMNS.items()])
+
+    def checked(c: Column) -> str:
+        if c.gate is None:
+            return ""
+        if c.gate.how == "exact":
+            return "exact"
+        better = "higher" if c.gate.higher_is_better else "lower"
+        return f"ratio, {better} is better, {c.gate.tolerance:.0%}"
+
+    lines = ["| column | group | type | unit | over trials | checked | meaning |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    lines += [
+        f"| `{c.name}` | {c.group} | {c.kind} | {c.unit} | {c.aggregate} | {checked(c)} | "
+        f"{c.meaning} |"
+        for c in COLUMNS.values()
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_the_config_files_repeat_no_default():
 
 
 def test_defaults_come_from_the_schema():
-    cfg = config("sweep=quick")
+    cfg = config("sweep=paper")  # a sweep that sets no timing: the schema's
     assert cfg.timing.window_s == Config().timing.window_s
     assert Config().threads is None  # null in the schema: resolved to the CPUs this process may use
     assert cfg.threads == usable_cpus()
