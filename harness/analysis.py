@@ -327,13 +327,10 @@ def paper_counts() -> dict[str, dict[str, int]]:
 
     out = {}
     for name in sorted({name for _, name, _, _ in paper.AT_224}):
-
-        def build(name: str = name) -> torch.nn.Module:
-            return zoo.ViT.from_preset(paper.MODEL, name)
-
         with torch.device("meta"):
-            params = sum(p.numel() for p in build().parameters())
-        out[name] = {"params": params, "flops": 2 * flops.macs_per_image(build, 224, 224)}
+            model = zoo.ViT.from_preset(paper.MODEL, name)
+        params = sum(p.numel() for p in model.parameters())
+        out[name] = {"params": params, "flops": 2 * flops.macs_per_image(model, 224, 224)}
     return out
 
 

@@ -25,13 +25,15 @@ from .workload import make_step
 
 
 def counts(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """params and FLOPs, on the meta device: no memory, so an `oom` cell has them too. A model
-    fvcore cannot trace keeps empty FLOPs; if it is broken, measuring it will say so."""
+    """params and FLOPs of the cell's model, from one twin of it on the meta device: no memory,
+    so an `oom` cell has them too. A model fvcore cannot trace keeps empty FLOPs; if it is
+    broken, measuring it will say so."""
     with torch.device("meta"):
-        params = sum(p.numel() for p in cell.build(cfg).parameters())
+        twin = cell.build(cfg)
+    params = sum(p.numel() for p in twin.parameters())
     send({"params": params, "attention_source": origin(cfg.attention_name)})
     try:
-        macs = flops.macs_per_image(lambda: cell.build(cfg), *cfg.hw)
+        macs = flops.macs_per_image(twin, *cfg.hw)
     except Exception:  # noqa: BLE001
         return {"params": params}
     return {"params": params, "macs": macs, "flops": 2 * macs}
