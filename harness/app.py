@@ -17,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 import attention_zoo as zoo
 
 from . import cell, config, gpus, paths, provenance, rows, sweep, worker
+from .store import RunStore
 
 stopping: list[dict[str, Any]] = []  # a cell stopped by SIGTERM: write its row, then stop too
+STORES: dict[Path, RunStore] = {}  # the sweep this process's jobs belong to
 
 
 def cell_timeout(timeout_s: float, budget: tuple[float, str] | None) -> tuple[float, str]:
@@ -105,8 +107,8 @@ def leased(cfg: config.Config) -> tuple[dict[str, Any], str]:
 def in_sweep(cfg: config.Config, sweep_dir: Path) -> tuple[dict[str, Any] | None, str]:
     """None when an earlier run of the sweep kept this measurement; `skipped_oom` when the same
     cell already ran out of memory at fewer tokens; otherwise the measured row."""
-    siblings = rows.read_rows(sweep_dir)
     wanted = cell.fields(cfg)
+    siblings = RunStore(sweep_dir).entries(wanted)
     done = sweep.previous(wanted, siblings)
     if done is not None:
         print(f"resumed: {cell.describe(done)} (measured by an earlier run)", flush=True)
@@ -123,7 +125,7 @@ def in_sweep(cfg: config.Config, sweep_dir: Path) -> tuple[dict[str, Any] | None
 
 def progress(sweep_dir: Path, index: int) -> str:
     """'[k/n] elapsed, ETA' from the sweep's plan (the ETA assumes cells of similar cost)."""
-    plan = sweep.read_plan(sweep_dir)
+    plan = STORES.setdefault(sweep_dir, RunStore(sweep_dir)).plan  # read once per process
     total = len(plan.get("jobs", [])) or "?"
     text = f"[{index + 1}/{total}]"
     if isinstance(total, int) and "started" in plan:
@@ -165,7 +167,10 @@ def job(raw: DictConfig) -> None:
             sys.exit(2)
         row["status"] = "error"
     row["overrides"] = " ".join(hydra_cfg.overrides.task)
-    path = rows.write_row(job_dir, row)
+    if multirun:
+        path = RunStore(Path(hydra_cfg.sweep.dir)).record(job_dir, row)
+    else:
+        path = rows.write_row(job_dir, row)
     if trace:
         rows.write_atomic(job_dir / rows.TRACEBACK_FILE, trace.encode())
     if multirun:

@@ -34,6 +34,7 @@ import yaml
 
 from . import paths, stats
 from . import rows as schema
+from .store import RunStore
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 EXACT = [name for name, c in schema.GATED.items() if c.gate and c.gate.how == "exact"]
@@ -151,12 +152,7 @@ def pick_revision(rows: pd.DataFrame, wanted: str | None, role: str) -> pd.DataF
 def ab_sides(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The baseline and current rows of an A/B sweep: its revisions in the order given."""
     rows = load(run, "A/B run")
-    plan: dict[str, Any] = {}
-    if run.is_dir():
-        try:
-            plan = json.loads((run / "sweep.json").read_text())
-        except (OSError, ValueError):
-            plan = {}
+    plan = RunStore(run).plan if run.is_dir() else {}
     order = [r["sha"] for r in plan.get("revisions", [])] or revisions_in(rows)
     refs = {r["sha"]: r["ref"] for r in plan.get("revisions", [])}
     present = [r for r in order if r in set(rows["revision"])]

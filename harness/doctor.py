@@ -3,7 +3,7 @@
 It checks what decides whether a number is right, prints a table and a verdict, and exits 0 when
 nothing it can see would make a measurement untrustworthy, 1 when something would (a `fail`
 line says what and why). What it cannot see is listed, not passed over. Every sweep stores its
-output (doctor.txt, doctor.json) beside results.csv; the report shows it.
+output beside results.csv (harness.store); the report shows it.
 
 GPU, through NVML: driver and NVML versions; per GPU the energy counter and its measured step,
 the instant-power field, other compute processes, whether a process can recognise itself in the
@@ -393,13 +393,6 @@ def render(result: dict[str, Any]) -> str:
     lines += [f"not seen: {item}" for item in result["not_seen"]]
     lines.append(f"attnbench-doctor: {result['verdict']}")
     return "\n".join(lines)
-
-
-def save(directory: Path, result: dict[str, Any]) -> None:
-    from .rows import write_atomic, write_json
-
-    write_json(directory / "doctor.json", result)
-    write_atomic(directory / "doctor.txt", (render(result) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:

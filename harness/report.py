@@ -15,7 +15,6 @@ import base64
 import hashlib
 import html
 import io
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import attention_zoo as zoo
 
 from . import analysis, figures, paths
 from .rows import STOPPED, collect, write_atomic, write_results
-from .sweep import read_plan
+from .store import RunStore
 
 REPORTS = paths.REPORTS
 
@@ -213,9 +212,8 @@ def sections_for(name: str, rows: pd.DataFrame, cells: pd.DataFrame) -> list[Sec
 
 def environment(name: str, run_dir: Path) -> list[Section]:
     """The attnbench-doctor findings a sweep stored beside its rows, as a section."""
-    try:
-        found = json.loads((run_dir / "doctor.json").read_text())
-    except (OSError, ValueError):
+    found = RunStore(run_dir).doctor()
+    if found is None:
         return []
     return [
         Section(
@@ -358,7 +356,7 @@ def render(
 
 def render_sweep(sweep_dir: Path, table: pd.DataFrame, name: str | None = None) -> Path:
     """A finished sweep's report, in reports/<sweep name>/."""
-    name = name or read_plan(sweep_dir).get("sweep_name") or sweep_dir.name
+    name = name or RunStore(sweep_dir).plan.get("sweep_name") or sweep_dir.name
     _, page = render(
         {sweep_dir.name: table}, REPORTS / name, environment(sweep_dir.name, sweep_dir)
     )

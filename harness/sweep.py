@@ -11,7 +11,6 @@ below: to resume, and to skip what is sure to run out of memory.
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -26,8 +25,8 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig
 
 from . import rows
+from .store import DOCTOR_TEXT, RunStore
 
-PLAN_FILE = "sweep.json"
 INNERMOST = "revision"  # varies fastest, so the two sides of an A/B run alternate cell by cell
 
 
@@ -145,25 +144,16 @@ def launcher_budget(launcher: Any) -> tuple[float, str] | None:
 
 
 def write_plan(
-    sweep_dir: Path, name: str, jobs: list[list[str]], revisions: list[dict[str, str]]
+    store: RunStore, name: str, jobs: list[list[str]], revisions: list[dict[str, str]]
 ) -> None:
-    rows.write_json(
-        sweep_dir / PLAN_FILE,
+    store.write_plan(
         {
             "sweep_name": name,
             "started": time.time(),
             "jobs": [" ".join(j) for j in jobs],
             "revisions": revisions,
-        },
+        }
     )
-
-
-def read_plan(sweep_dir: Path) -> dict[str, Any]:
-    try:
-        plan: dict[str, Any] = json.loads((sweep_dir / PLAN_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return plan
 
 
 def run(
@@ -191,7 +181,7 @@ def run(
         print(f"attnbench: error: {err}", file=sys.stderr)
         sys.exit(2)
     try:
-        write_plan(sweep_dir, str(config.sweep_name), jobs, revisions)
+        write_plan(RunStore(sweep_dir), str(config.sweep_name), jobs, revisions)
     except OSError as err:  # progress loses its denominator; measuring goes on
         print(f"attnbench: warning: could not write the sweep plan: {err}", file=sys.stderr)
     print(f"attnbench: {len(jobs)} cells -> {sweep_dir}", flush=True)
@@ -218,14 +208,15 @@ def environment(sweep_dir: Path) -> None:
     put a process on the GPU); a failing finding is said up front."""
     from . import doctor
 
+    store = RunStore(sweep_dir)
     try:
         result = doctor.examine(sample_s=0.5, probe_self=False)
-        doctor.save(sweep_dir, result)
+        store.save_doctor(result, doctor.render(result))
     except Exception as err:  # the sweep is worth more than its environment report
         print(f"attnbench: warning: attnbench-doctor failed: {err!r}", file=sys.stderr)
         return
     if result["exit_code"]:
-        print(f"attnbench: warning: {result['verdict']} (see {sweep_dir / 'doctor.txt'})")
+        print(f"attnbench: warning: {result['verdict']} (see {sweep_dir / DOCTOR_TEXT})")
 
 
 def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
@@ -233,7 +224,7 @@ def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
     from .report import render_sweep
 
     try:
-        results, table = rows.write_results(sweep_dir)
+        results, table = RunStore(sweep_dir).write_results()
     except (OSError, ValueError) as err:
         print(f"attnbench: error: no results.csv for {sweep_dir}: {err}", file=sys.stderr)
         sys.exit(1)

@@ -141,3 +141,18 @@ def test_one_status_type_decides_resume_skips_and_ranks():
     assert stops == {"oom"}
     assert max(rows.STATUSES, key=lambda s: rows.status(s).rank) == "error"
     assert rows.status("something else") is rows.STATUSES["error"]
+
+
+def test_skip_decisions_read_the_cells_index_and_the_row_stays_the_truth(tmp_path):
+    from harness.store import INDEX, RunStore
+
+    store = RunStore(tmp_path)
+    small, other = base(status="oom", tokens=196), base(attention="sdpa", tokens=196)
+    kept = store.record(tmp_path / "a", small)
+    store.record(tmp_path / "b", other)
+    bigger = base(resolution=448, height=448, tokens=784)
+    (entry,) = store.entries(bigger)  # its own cell's entries only, at every size
+    assert entry["attention"] == "swin" and sweep.smaller_oom(bigger, [entry]) is entry
+    assert len(list((tmp_path / INDEX).iterdir())) == 2  # one directory per cell
+    kept.unlink()  # a deleted row is measured again, whatever the index says
+    assert store.entries(bigger) == []
