@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 
 from torch import nn
@@ -75,12 +75,7 @@ def register(
         raise ContractError(f"role {role!r} of {name!r} is not one of {ROLES}")
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _REGISTRY and _REGISTRY[name][0] is not cls:
-            taken = _REGISTRY[name][1]
-            raise ContractError(
-                f"the name {name!r} is taken by {taken.module} ({taken.origin}); "
-                f"{cls.__module__}.{cls.__qualname__} needs another name"
-            )
+        _claim(name, cls, f"{cls.__module__}.{cls.__qualname__} needs another name")
         info = Info(
             name, tier, paper, arxiv, exact_softmax, _options(cls), cls.__module__, role=role
         )
@@ -89,6 +84,15 @@ def register(
         return cls
 
     return wrap
+
+
+def _claim(name: str, cls: type, advice: str) -> None:
+    """ContractError when `name` is another class's already."""
+    if name in _REGISTRY and _REGISTRY[name][0] is not cls:
+        taken = _REGISTRY[name][1]
+        raise ContractError(
+            f"the name {name!r} is taken by {taken.module} ({taken.origin}); {advice}"
+        )
 
 
 def check_contract(cls: object, name: str) -> None:
@@ -150,13 +154,8 @@ def _adopt(cls: object, name: str, origin: str) -> None:
             _options(cls),
             role=str(getattr(cls, "role", "")),
         )
-    if name in _REGISTRY and _REGISTRY[name][0] is not cls:
-        raise ContractError(
-            f"the name {name!r} is taken by {_REGISTRY[name][1].module} "
-            f"({_REGISTRY[name][1].origin}); rename the plugin's entry point"
-        )
-    fields = info.__dict__ | {"name": name, "module": cls.__module__, "origin": origin}
-    _REGISTRY[name] = (cls, Info(**fields))
+    _claim(name, cls, "rename the plugin's entry point")
+    _REGISTRY[name] = (cls, replace(info, name=name, module=cls.__module__, origin=origin))
     setattr(cls, "name", name)  # noqa: B010
 
 

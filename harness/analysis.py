@@ -417,7 +417,7 @@ def comparison(runs: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     for name, table in runs.items():
         ok = table[table["status"] == "ok"]
         ok = ok.assign(cell=ok.apply(rows.identity, axis=1, columns=rows.EXACT_IDENTITY))
-        setting = ok.apply(lambda r: _setting(r), axis=1) if len(ok) else pd.Series(dtype=str)
+        setting = ok.apply(_setting, axis=1) if len(ok) else pd.Series(dtype=str)
         if setting.nunique() > 1:  # one run of several settings: one column each
             for value, part in ok.groupby(setting):
                 parts[f"{name} {value}"] = part

@@ -224,15 +224,15 @@ def load_mechanisms(argv: list[str]) -> list[str]:
     adhoc = []
     for name in named:
         try:
-            zoo.info(name)
-        except ValueError as err:
+            found = zoo.info(name)
+        except zoo.ContractError as err:
             valid = ", ".join(zoo.available())
-            print(
-                f"attnbench: error: {err}; valid choices: {valid}, or pkg.module.Class",
-                file=sys.stderr,
-            )
+            print(f"attnbench: error: {err}; valid choices: {valid}", file=sys.stderr)
             sys.exit(2)
-        if zoo.info(name).origin == "import path":
+        except ValueError as err:  # an unknown name: the message lists the choices
+            print(f"attnbench: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        if found.origin == "import path":
             adhoc.append(name)
     for name, why in zoo.problems().items():
         print(f"attnbench: warning: mechanism {name!r} left out: {why}", file=sys.stderr)

@@ -269,8 +269,11 @@ def cells(rows: pd.DataFrame, key: str = "cell") -> dict[str, Cell]:
     return {k: Cell.of(group) for k, group in rows.groupby(key, sort=False)}
 
 
-def differences(base: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    """Identity columns whose values the two sides never share, in words."""
+def differences(
+    base: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """Identity columns whose values the two sides never share: (column, baseline's values,
+    current's values)."""
     out = []
     for column in columns:
         if column not in base or column not in cur:
@@ -278,8 +281,12 @@ def differences(base: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str]) -
         b = {schema.canonical(column, v) for v in base[column]}
         c = {schema.canonical(column, v) for v in cur[column]}
         if b.isdisjoint(c):
-            out.append(f"baseline {column}={_values(b)}, current {column}={_values(c)}")
+            out.append((column, _values(b), _values(c)))
     return out
+
+
+def _said(found: list[tuple[str, str, str]]) -> str:
+    return "; ".join(f"baseline {k}={b}, current {k}={c}" for k, b, c in found)
 
 
 def _values(values: set[Any]) -> str:
@@ -355,10 +362,10 @@ def compare(
     notes = [] if notes is None else notes
     exact_b, exact_c = cells(base_rows, "exact_cell"), cells(cur_rows, "exact_cell")
     if not any(key in exact_c for key in exact_b):
-        why = differences(base_rows, cur_rows, schema.EXACT_IDENTITY)
+        why = _said(differences(base_rows, cur_rows, schema.EXACT_IDENTITY))
         raise UnusableInput(
             "baseline and current have no cell in common"
-            + (f": {'; '.join(why)}" if why else f" (identity: {', '.join(schema.IDENTITY)})")
+            + (f": {why}" if why else f" (identity: {', '.join(schema.IDENTITY)})")
         )
     lines = exact_lines(exact_b, exact_c)
     if exact_only:
@@ -368,9 +375,9 @@ def compare(
     alike = {c.rows["exact_cell"].iloc[0] for k, c in baseline.items() if k in current}
     apart = [k for k in exact_b if k in exact_c and k not in alike]
     if apart:
-        why = differences(exact_b[apart[0]].rows, exact_c[apart[0]].rows, schema.MACHINE)
-        said = "; ".join(why) or "machine-dependent settings differ"
-        setting = why[0].split(", ")[0].removeprefix("baseline ") if why else "the baseline's"
+        gaps = differences(exact_b[apart[0]].rows, exact_c[apart[0]].rows, schema.MACHINE)
+        said = _said(gaps) or "machine-dependent settings differ"
+        setting = f"{gaps[0][0]}={gaps[0][1]}" if gaps else "the baseline's"
         advice = (
             f"{said}: time, energy and memory are compared only between cells measured alike; "
             f"re-measure the baseline on this runner or set {setting} "

@@ -237,6 +237,7 @@ def _by_resolution(
     fig, axes = _figure(len(modes), 7.5 * len(modes), 5.5)
     fig.suptitle(title)
     palette = colours(rows["attention"])
+    highlighted = zoo.with_role("highlight")
     stopped = False
     for ax, mode in zip(axes, modes, strict=True):
         subset = rows[rows["mode"] == mode]
@@ -262,7 +263,7 @@ def _by_resolution(
                     marker="o",
                     color=colour,
                     label=name,
-                    lw=3 if name in zoo.with_role("highlight") else 1.5,
+                    lw=3 if name in highlighted else 1.5,
                     capsize=2,
                     mfc="white" if untrusted(ok).any() else colour,
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap
 import random
 import resource
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -49,8 +50,6 @@ def count(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]
 def origin(mechanism: str) -> str:
     """Where the mechanism measured here came from: its module, how it was found, and the file
     (a revision's export shows in the path)."""
-    import sys
-
     import attention_zoo
 
     found = attention_zoo.info(mechanism)

@@ -61,7 +61,7 @@ class RunStore:
     def record(self, job_dir: Path, row: dict[str, Any]) -> Path:
         """A job's row, and its index entry."""
         path = rows.write_row(job_dir, row)
-        entry = {k: v for k, v in rows.read_row(path).items() if k not in _BULKY}
+        entry = {k: v for k, v in row.items() if k not in _BULKY}
         entry[ROW_PATH] = str(path.resolve().relative_to(self.root.resolve()))
         rows.write_json(
             self.root / INDEX / _cell(entry) / f"{_digest(rows.sample_key(entry))}.json", entry
@@ -81,10 +81,6 @@ class RunStore:
             if (self.root / str(entry.pop(ROW_PATH, ""))).is_file():  # the row is the truth
                 found.append(entry)
         return found
-
-    def table(self) -> pd.DataFrame:
-        """Every row of the sweep, read from its job directories."""
-        return rows.collect(self.root)
 
     def write_results(self) -> tuple[Path, pd.DataFrame]:
         return rows.write_results(self.root)

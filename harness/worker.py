@@ -209,7 +209,7 @@ def _run(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             process.kill()
-            outcome = Outcome("error", f"timed out after {timeout_s:.3g} s ({why})")
+            outcome = Outcome("error", f"timed out after {round(timeout_s, 1):g} s ({why})")
             break
         if not receive.poll(min(remaining, 0.2)):
             continue  # look again: a SIGTERM may have come meanwhile
