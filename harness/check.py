@@ -5,10 +5,12 @@
 
 Cells are matched by identity (harness.rows). status, params, MACs and FLOPs must match exactly
 (ok -> oom is a regression). Throughput, latency, energy and peak memory are judged by their
-ratio current / baseline and a 95% bootstrap interval of it, from the raw samples: every timed
-step of every trial (energy and memory: one value per trial). With tolerance t, in the direction
-of "worse":
-  regressed     the ratio is worse than 1 + t and the interval excludes no change;
+ratio current / baseline, a 95% interval of it and a p-value of "no change", from the raw
+samples (paired trials in a same-run A/B: a sign test; trials apart: Welch's t on the logs; one
+trial: a bootstrap of its window's steps). One check makes many comparisons, so the p-values are
+corrected for the family (Holm): the chance of any false "regressed" in a run stays at 5%. With
+tolerance t, in the direction of "worse":
+  regressed     the ratio is worse than 1 + t and the corrected p-value is at most 5%;
   ok            the whole interval is within 1 + t (improved: also better than 1 - t);
   inconclusive  anything else: noise too large to tell, or a row whose timing (or energy) was
                 flagged untrustworthy. No spread can make a comparison ok.
@@ -37,6 +39,8 @@ from . import rows as schema
 from .store import RunStore
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+ALPHA = 0.05  # the chance of any false "regressed" in one check's family of comparisons
+NO_TEST = float("nan")  # p-value where the samples give no test (the interval alone decides)
 EXACT = [name for name, c in schema.GATED.items() if c.gate and c.gate.how == "exact"]
 
 
@@ -302,10 +306,15 @@ def cell_name(line: dict[str, Any] | pd.Series) -> str:
 # ---------------------------------------------------------------- verdicts
 
 
-def judge(point: float, lo: float, hi: float, tol: float, higher_is_better: bool) -> str:
-    """The verdict for a ratio and its interval, in the direction of "worse"."""
+def judge(
+    point: float, lo: float, hi: float, tol: float, higher_is_better: bool, p: float | None
+) -> str:
+    """The verdict for a ratio and its interval, in the direction of "worse". `p` is the
+    family-corrected p-value of no change (None where the samples give no test: the interval
+    alone decides)."""
     worse, worse_lo, worse_hi = (1 / point, 1 / hi, 1 / lo) if higher_is_better else (point, lo, hi)
-    if worse > 1 + tol and worse_lo > 1:
+    significant = worse_lo > 1 if p is None else p <= ALPHA
+    if worse > 1 + tol and significant:
         return "regressed"
     if worse_hi <= 1 + tol:
         return "improved" if worse < 1 - tol and worse_hi < 1 else "ok"
@@ -314,27 +323,26 @@ def judge(point: float, lo: float, hi: float, tol: float, higher_is_better: bool
 
 def ratio(
     base: Cell, cur: Cell, metric: Metric, paired: bool = False
-) -> tuple[float, float, float, str]:
-    """current / baseline, its interval, and what the interval is made of: trials when both
+) -> tuple[stats.Estimate, str]:
+    """current / baseline, its interval and p-value, and what they are made of: trials when both
     sides have several (paired by trial in a same-run A/B, where both sides of a trial ran
     back to back), else the steps of the one window, else the recorded p10..p90."""
     if paired:
         pairs = base.paired(cur, metric)
         if len(pairs) > 1:
-            point, lo, hi = stats.paired_ratio([b for b, _ in pairs], [c for _, c in pairs])
-            return point, lo, hi, f"sign-test interval over {len(pairs)} paired trials"
+            estimate = stats.paired_ratio([b for b, _ in pairs], [c for _, c in pairs])
+            return estimate, f"sign test over {len(pairs)} paired trials"
     b, c = base.per_trial(metric), cur.per_trial(metric)
     if min(len(b), len(c)) > 1:
-        point, lo, hi = stats.trial_ratio(b, c)
-        return point, lo, hi, f"t interval over {len(b)} and {len(c)} trials"
+        return stats.trial_ratio(b, c), f"t test over {len(b)} and {len(c)} trials"
     bs, cs = base.steps(), cur.steps()
     if metric.samples == "steps" and bs and cs:
         stat = np.mean if metric.stat == "mean" else np.median
         if metric.higher_is_better:  # throughput: images over summed step times
-            point, lo, hi = stats.ratio(cs, bs, stat)  # base time / current time
+            estimate = stats.ratio(cs, bs, stat)  # base time / current time
         else:
-            point, lo, hi = stats.ratio(bs, cs, stat)
-        return point, lo, hi, "bootstrap of one window's steps"
+            estimate = stats.ratio(bs, cs, stat)
+        return estimate, "bootstrap of one window's steps"
     bv, cv = base.value(metric), cur.value(metric)
     assert bv is not None and cv is not None
     point = cv / bv
@@ -342,9 +350,9 @@ def ratio(
         b10, b90 = base.rows["latency_ms_p10"].median(), base.rows["latency_ms_p90"].median()
         c10, c90 = cur.rows["latency_ms_p10"].median(), cur.rows["latency_ms_p90"].median()
         if metric.higher_is_better:
-            return point, b10 / c90, b90 / c10, "p10..p90 envelope"
-        return point, c10 / b90, c90 / b10, "p10..p90 envelope"
-    return point, point, point, "one value per side"
+            return stats.Estimate(point, b10 / c90, b90 / c10, NO_TEST), "p10..p90 envelope"
+        return stats.Estimate(point, c10 / b90, c90 / b10, NO_TEST), "p10..p90 envelope"
+    return stats.Estimate(point, point, point, NO_TEST), "one value per side"
 
 
 def compare(
@@ -430,11 +438,12 @@ def timed_lines(
     tolerances: dict[str, float],
     paired: bool,
 ) -> list[dict[str, Any]]:
-    """Throughput, latency, energy and memory of the cells both sides measured alike."""
-    lines = []
+    """Throughput, latency, energy and memory of the cells both sides measured alike. Whether
+    a change is real is decided for the family: Holm's correction over every trusted comparison
+    with a test, so a run of many comparisons keeps one false-alarm rate."""
+    lines, judged = [], []
     for key in common:
         b, c = baseline[key], current[key]
-        line = {"cell": c.name}
         if b.status != "ok" or c.status != "ok":
             continue
         for name, metric in METRICS.items():
@@ -442,30 +451,33 @@ def timed_lines(
             if bv is None or cv is None or bv <= 0 or cv <= 0:
                 continue
             tol = tolerances.get(name, metric.tolerance)
-            point, lo, hi, source = ratio(b, c, metric, paired)
+            estimate, source = ratio(b, c, metric, paired)
             trusted = b.trusted(metric) and c.trusted(metric)
-            verdict = (
-                judge(point, lo, hi, tol, metric.higher_is_better) if trusted else "inconclusive"
-            )
-            why = (
-                source if trusted else f"untrustworthy {'energy' if 'energy' in name else 'timing'}"
-            )
-            if trusted and verdict == "inconclusive":
-                why = f"noise: interval spans the tolerance ({source})"
-            lines.append(
-                line
-                | {
-                    "metric": name,
-                    "baseline": bv,
-                    "current": cv,
-                    "ratio": point,
-                    "interval": f"{lo:.3g}..{hi:.3g}",
-                    "allowed": f"{'>=' if metric.higher_is_better else '<='} "
-                    f"{1 - tol if metric.higher_is_better else 1 + tol:.3g}",
-                    "verdict": verdict,
-                    "why": why,
-                }
-            )
+            line = {
+                "cell": c.name,
+                "metric": name,
+                "baseline": bv,
+                "current": cv,
+                "ratio": estimate.point,
+                "interval": f"{estimate.lo:.3g}..{estimate.hi:.3g}",
+                "allowed": f"{'>=' if metric.higher_is_better else '<='} "
+                f"{1 - tol if metric.higher_is_better else 1 + tol:.3g}",
+                "p": estimate.p,
+                "verdict": "inconclusive",
+                "why": f"untrustworthy {'energy' if 'energy' in name else 'timing'}",
+            }
+            lines.append(line)
+            if trusted:
+                judged.append((line, estimate, tol, metric, source))
+    tested = [e.p for _, e, *_ in judged if not np.isnan(e.p)]
+    corrected = iter(stats.holm(tested))
+    for line, e, tol, metric, source in judged:
+        p = None if np.isnan(e.p) else next(corrected)
+        line["p_holm"] = p
+        line["verdict"] = judge(e.point, e.lo, e.hi, tol, metric.higher_is_better, p)
+        line["why"] = source
+        if line["verdict"] == "inconclusive":
+            line["why"] = f"noise: interval spans the tolerance ({source})"
     return lines
 
 
@@ -521,6 +533,7 @@ def report(
                 "ratio",
                 "interval",
                 "allowed",
+                "p_holm",
                 "verdict",
                 "why",
             )
@@ -537,6 +550,12 @@ def report(
         print(
             "note: one trial per cell: intervals see only the noise within one window, not "
             "between runs; measure with trials=3 (or more) for verdicts that hold up"
+        )
+    if "p_holm" in table:
+        tested = int(table["p_holm"].notna().sum())
+        print(
+            f"note: regressions decided for the family: Holm's correction over {tested} "
+            f"comparisons, at most {ALPHA:.0%} chance of any false alarm (p_holm)"
         )
     cells_compared = table["cell"].nunique()
     extra = f" ({len(new)} new, {len(missing)} missing)" if new or missing else ""

@@ -11,14 +11,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.stats
 
 RESAMPLES = 2000
 LEVEL = 0.95
 _BUDGET = 4_000_000  # values drawn per side per bootstrap: bounds time and memory
 
 Stat = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A ratio current / base, its 95% interval, and the two-sided p-value of "no change"
+    (ratio 1) from the same samples: the check corrects these p-values for the family of
+    comparisons one run makes (holm), which one interval cannot do."""
+
+    point: float
+    lo: float
+    hi: float
+    p: float
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: rejecting where adjusted <= alpha keeps the chance
+    of any false rejection in the family at most alpha, whatever the tests' dependence."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def _draws(trials: Sequence[np.ndarray], rng: np.random.Generator, stat: Stat) -> np.ndarray:
@@ -40,8 +67,9 @@ def ratio(
     current: Sequence[Sequence[float]],
     stat: Stat = np.median,
     seed: int = 0,
-) -> tuple[float, float, float]:
-    """stat(current) / stat(base): the point estimate and a 95% bootstrap interval."""
+) -> Estimate:
+    """stat(current) / stat(base): the point estimate, a 95% bootstrap interval and the
+    bootstrap's two-sided p-value of no change."""
     b = [np.asarray(t, float) for t in base if len(t)]
     c = [np.asarray(t, float) for t in current if len(t)]
     point = float(stat(np.concatenate(c)) / stat(np.concatenate(b)))
@@ -49,63 +77,42 @@ def ratio(
     draws = _draws(c, rng, stat) / _draws(b, rng, stat)
     tail = (1 - LEVEL) / 2
     lo, hi = np.quantile(draws, [tail, 1 - tail])
-    return point, float(min(lo, point)), float(max(hi, point))
-
-
-# Student's t, 97.5% quantile, by degrees of freedom (a two-sided 95% interval); between the
-# entries it is interpolated in 1/df, beyond the last it tends to the normal 1.960.
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    12: 2.179,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-    60: 2.000,
-}
+    p = min(1.0, 2 * min(float(np.mean(draws <= 1)), float(np.mean(draws >= 1))))
+    return Estimate(point, float(min(lo, point)), float(max(hi, point)), max(p, 1 / RESAMPLES))
 
 
 def t975(df: float) -> float:
-    keys = sorted(_T975)
-    if df >= keys[-1]:
-        return float(np.interp(1 / df, [0, 1 / keys[-1]], [1.960, _T975[keys[-1]]]))
-    df = max(df, 1.0)
-    return float(
-        np.interp(1 / df, [1 / k for k in reversed(keys)], [_T975[k] for k in reversed(keys)])
-    )
+    """Student's t 97.5% quantile: the half-width factor of a two-sided 95% interval."""
+    return float(scipy.stats.t.ppf(0.975, max(df, 1.0)))
 
 
-def trial_ratio(base: Sequence[float], current: Sequence[float]) -> tuple[float, float, float]:
-    """current / base from one value per trial (>= 2 a side): the ratio of geometric means and
-    Welch's 95% t interval on the logs."""
+def trial_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
+    """current / base from one value per trial (>= 2 a side): the ratio of geometric means,
+    Welch's 95% t interval on the logs and its p-value."""
     b, c = np.log(np.asarray(base, float)), np.log(np.asarray(current, float))
     vb, vc = b.var(ddof=1) / len(b), c.var(ddof=1) / len(c)
     se = float(np.sqrt(vb + vc))
     df = (vb + vc) ** 2 / (vb**2 / (len(b) - 1) + vc**2 / (len(c) - 1)) if se > 0 else 1e9
     diff = float(c.mean() - b.mean())
     half = t975(df) * se
-    return float(np.exp(diff)), float(np.exp(diff - half)), float(np.exp(diff + half))
+    p = float(2 * scipy.stats.t.sf(abs(diff) / se, max(df, 1.0))) if se > 0 else float(diff == 0)
+    return Estimate(float(np.exp(diff)), float(np.exp(diff - half)), float(np.exp(diff + half)), p)
 
 
-def paired_ratio(base: Sequence[float], current: Sequence[float]) -> tuple[float, float, float]:
+def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
     """current / base from trials measured in pairs (both sides of a trial back to back), so
     what drifts over a run (load, heat) cancels within each pair: the median of the per-trial
     ratios and its distribution-free (sign test) interval of at least 95% where the trials
-    allow it (6 or more; with fewer, their full range). One bad trial cannot move it."""
+    allow it (6 or more; with fewer, their full range), and the sign test's p-value (ties
+    dropped). One bad trial cannot move it."""
     ratios = np.sort(np.asarray(current, float) / np.asarray(base, float))
     n = len(ratios)
     k = 0  # order statistics k+1 .. n-k bound the median with P(Binomial(n, 1/2) <= k) <= 2.5%
     while math.comb(n, k + 1) and sum(math.comb(n, i) for i in range(k + 2)) / 2**n <= 0.025:
         k += 1
-    return float(np.median(ratios)), float(ratios[k]), float(ratios[n - 1 - k])
+    up, down = int(np.sum(ratios > 1)), int(np.sum(ratios < 1))
+    p = float(scipy.stats.binomtest(up, up + down).pvalue) if up + down else 1.0
+    return Estimate(float(np.median(ratios)), float(ratios[k]), float(ratios[n - 1 - k]), p)
 
 
 def trial_interval(values: Sequence[float]) -> tuple[float, float, float]:
