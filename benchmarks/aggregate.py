@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import attention_zoo as zoo
-from harness import report
-from harness.rows import write_results, write_row
+from harness.data.rows import write_results, write_row
+from harness.reporting import report
 from tests.fixtures import row
 
 

@@ -122,7 +122,7 @@ def ab(base: str, other: str, trials: int, scratch: Path) -> tuple[int, str, flo
     )
     wall = time.perf_counter() - start
     done = subprocess.run(
-        [sys.executable, "-m", "harness.check", "--ab", str(sweep), *TOLERANCE],
+        [sys.executable, "-m", "harness.reporting.check", "--ab", str(sweep), *TOLERANCE],
         capture_output=True,
         text=True,
     )

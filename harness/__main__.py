@@ -1,6 +1,6 @@
 """python -m harness: the attnbench Hydra app."""
 
-from .app import main
+from harness.running.app import main
 
 if __name__ == "__main__":
     main()

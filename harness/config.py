@@ -119,15 +119,11 @@ class SweeperConfig:
 
 
 def register(named: list[str] | tuple[str, ...] = ()) -> None:
-    """Put the schema, the groups from the registry and the sweeper into Hydra's ConfigStore.
+    """Put the schema, the groups from the registry and the sweeper's config into Hydra's
+    ConfigStore (the sweeper itself is registered by harness.running.app).
 
     `named`: mechanisms named by import path on the command line (attention=pkg.module.Class),
     already loaded into the registry; they become group entries like the registered ones."""
-    from hydra.core.plugins import Plugins
-    from hydra_plugins.attnbench_sweeper import AttnbenchSweeper
-
-    # Hydra's scan finds plugins in hydra_plugins directories; an editable install has none.
-    Plugins.instance().register(AttnbenchSweeper)
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
     store.store(group="hydra/sweeper", name="attnbench", node=SweeperConfig)

@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from harness.rows import check_columns
+from harness.data.rows import check_columns
 
 
 def row(
@@ -134,9 +134,11 @@ def config(*overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from harness import app, cell, paths
+    from harness import paths
+    from harness.measuring import cell
+    from harness.running import app
 
-    app.config.register(app.load_mechanisms(list(overrides)))
+    app.setup(app.load_mechanisms(list(overrides)))
     with initialize_config_dir(str(paths.config_dir()), version_base=None):
         raw = compose("config", overrides=list(overrides))
     return cell.validate(OmegaConf.to_object(raw))

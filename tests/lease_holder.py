@@ -4,7 +4,7 @@ this module imports only what a lease needs, so the processes start fast)."""
 import time
 from pathlib import Path
 
-from harness import gpus
+from harness.running import gpus
 
 GPUS = [(0, "GPU-aaaa"), (1, "GPU-bbbb")]
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from fixtures import ladder
 
-from harness import report
+from harness.reporting import report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [

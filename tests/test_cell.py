@@ -8,12 +8,12 @@ import pytest
 import torch
 from fixtures import FAST, attnbench, config
 
-from harness import rows
-from harness.app import measure
-from harness.cell import CellError
 from harness.config import TimingConfig
-from harness.memory import MemoryMeter
-from harness.timing import Timer, Timing
+from harness.data import rows
+from harness.measuring.cell import CellError
+from harness.measuring.meters.memory import MemoryMeter
+from harness.measuring.timing import Timer, Timing
+from harness.running.app import measure
 
 REQUIRED = [
     "attention",
@@ -187,7 +187,7 @@ def test_bad_cell_in_a_multirun_is_an_error_row_not_a_crash(tmp_path):
 
 
 def test_a_cell_past_its_timeout_is_an_error_that_keeps_its_counts():
-    from harness import worker
+    from harness.running import worker
 
     worker.run("worker_targets:fine", (), 60)  # the fork server's first start is not the cell's
     row, _ = measure(small("timeout_s=4", "timing.window_s=60", "timing.max_iters=10000000"))

@@ -8,8 +8,8 @@ import pytest
 import scipy.stats
 from fixtures import row
 
-from harness import check, stats
-from harness.rows import write_row
+from harness.data.rows import write_row
+from harness.reporting import check, stats
 
 CELLS = (("softmax", 400.0), ("sdpa", 450.0), ("linear_infsa", 500.0))
 

@@ -10,7 +10,7 @@ from fixtures import config
 
 import attention_zoo as zoo
 from harness.config import Config
-from harness.contention import usable_cpus
+from harness.measuring.meters.contention import usable_cpus
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 
 import attention_zoo as zoo
-from harness.rows import markdown_columns
+from harness.data.rows import markdown_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
 def test_the_column_table_is_the_schema():
-    assert markdown_columns() in README, "regenerate it: python -m harness.rows"
+    assert markdown_columns() in README, "regenerate it: python -m harness.data.rows"
 
 
 @pytest.mark.parametrize("name", zoo.available())

@@ -7,7 +7,7 @@ import sys
 
 from fake_nvml import FakeNvml
 
-from harness import doctor
+from harness.reporting import doctor
 
 
 def test_on_a_cpu_machine_it_runs_and_says_what_it_cannot_see(capsys):

@@ -6,8 +6,8 @@ import os
 import pytest
 from fake_nvml import FakeNvml
 
-from harness import energy
-from harness import nvml as nv
+from harness.measuring import nvml as nv
+from harness.measuring.meters import energy
 
 UUID = "GPU-fake"
 

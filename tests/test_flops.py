@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import attention_zoo as zoo
-from harness.flops import count_macs
+from harness.measuring.flops import count_macs
 
 
 def analytic_macs(attention, depth, d, hw, patch=16, mlp_ratio=4, classes=1000, batch=1):

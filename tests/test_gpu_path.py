@@ -10,11 +10,11 @@ from fixtures import FAST, config, row
 
 from attention_zoo.base import token_sum
 from attention_zoo.nystrom import Nystrom
-from harness import sweep, worker
-from harness.app import measure
 from harness.config import TimingConfig
-from harness.timing import Timer
-from harness.workload import Step, make_step
+from harness.measuring.timing import Timer
+from harness.measuring.workload import Step, make_step
+from harness.running import sweep, worker
+from harness.running.app import measure
 
 
 @pytest.mark.parametrize(

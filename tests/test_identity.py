@@ -1,4 +1,4 @@
-"""One definition of a cell's identity (harness.rows), and every consumer agrees with it:
+"""One definition of a cell's identity (harness.data.rows), and every consumer agrees with it:
 resume, OOM skipping, the check and the report's comparison."""
 
 import json
@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from fixtures import row
 
-from harness import analysis, check, rows, sweep
+from harness.data import rows
+from harness.reporting import analysis, check
+from harness.running import sweep
 
 # Each change makes another cell: never resumed as, skipped for, or compared with the original.
 VARIANTS = {
@@ -144,7 +146,7 @@ def test_one_status_type_decides_resume_skips_and_ranks():
 
 
 def test_skip_decisions_read_the_cells_index_and_the_row_stays_the_truth(tmp_path):
-    from harness.store import INDEX, RunStore
+    from harness.data.store import INDEX, RunStore
 
     store = RunStore(tmp_path)
     small, other = base(status="oom", tokens=196), base(attention="sdpa", tokens=196)

@@ -14,7 +14,7 @@ from fixtures import FAST, attnbench
 from plugins import env, example, installed
 
 import attention_zoo as zoo
-from harness import app
+from harness.running import app
 
 SCALED = '''
 from torch import Tensor

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from fixtures import ladder, row
 
-from harness import analysis, figures, report
+from harness.reporting import analysis, figures, report
 
 
 def cells(energy=True, **change):
@@ -268,7 +268,7 @@ def test_energy_flagged_invalid_is_not_shown_as_a_number():
 
 
 def test_report_cli_takes_a_single_cell_run_directory(tmp_path):
-    from harness.rows import write_row
+    from harness.data.rows import write_row
 
     write_row(tmp_path / "single" / "2026-11-28_linear_infsa_224", row("linear_infsa", 224))
     assert (

@@ -68,7 +68,7 @@ def test_an_ab_of_a_plugin_repository_names_the_slowed_mechanism(tmp_path):
         "attention=slowable,softmax",
         "resolution=32",
         "model.depth=1",
-        "trials=3",
+        "trials=8",  # the fewest paired trials whose sign test survives Holm over 6 comparisons
         "revision=HEAD~1,HEAD",
         f"hydra.sweep.dir={sweep}",
         *FAST,
@@ -89,7 +89,7 @@ def test_an_ab_of_a_plugin_repository_names_the_slowed_mechanism(tmp_path):
     exports = {str(repo / "runs" / ".revisions" / f"slowpkg@{s}") for s in (first, second)}
     assert {next(e for e in exports if e in src) for src in plugin["attention_source"]} == exports
     check = subprocess.run(
-        [sys.executable, "-m", "harness.check", "--ab", str(sweep)],
+        [sys.executable, "-m", "harness.reporting.check", "--ab", str(sweep)],
         capture_output=True,
         text=True,
     )

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from fixtures import attnbench, ladder
 
-from harness import gpus, report
+from harness.reporting import report
+from harness.running import gpus
 
 FAST = ["timing.window_s=0.1", "timing.warmup_s=0", "timing.warmup_iters=1", "energy.idle_s=0"]
 GPUS = [(0, "GPU-aaaa"), (1, "GPU-bbbb")]
@@ -113,7 +114,7 @@ def test_parallel_jobs_never_share_a_gpu(tmp_path):
 
 def test_a_killed_holder_frees_its_gpu(tmp_path):
     code = (
-        "import sys, time; from pathlib import Path; from harness import gpus; "
+        "import sys, time; from pathlib import Path; from harness.running import gpus; "
         f"gpus.lease([(0, 'GPU-aaaa')], Path({str(tmp_path)!r}), 0); print('held', flush=True);"
         " time.sleep(60)"
     )
@@ -188,7 +189,7 @@ def test_two_reports_written_at_once_do_not_clobber_each_other(tmp_path):
 def test_results_csv_is_built_from_every_job_directory(tmp_path):
     from fixtures import row
 
-    from harness.rows import write_results, write_row
+    from harness.data.rows import write_results, write_row
 
     for i in range(50):
         write_row(tmp_path / "sweep" / f"job{i}", row("softmax", 16 * (i + 1)))
@@ -217,7 +218,7 @@ def test_a_launcher_limit_that_leaves_no_time_for_a_cell_is_refused_before_submi
 
 
 def test_the_cell_timeout_stays_inside_the_launcher_budget(monkeypatch):
-    from harness import app
+    from harness.running import app
 
     budget = (3480.0, "the launcher's 60-min limit less its 120 s signal delay")
     assert app.cell_timeout(3600, None) == (3600, "timeout_s")
@@ -231,7 +232,7 @@ def test_the_cell_timeout_stays_inside_the_launcher_budget(monkeypatch):
 
 
 def test_a_cell_with_no_time_left_is_not_started_and_says_so():
-    from harness import worker
+    from harness.running import worker
 
     outcome = worker.run("worker_targets:fine", (), -5.0, "kept inside the limit")
     assert outcome.status == "error"
@@ -240,7 +241,7 @@ def test_a_cell_with_no_time_left_is_not_started_and_says_so():
 
 def test_the_job_age_under_slurm_is_the_batch_scripts(tmp_path, monkeypatch):
     """The job's oldest process of the same SLURM_JOB_ID (the batch script) sets the age."""
-    from harness import app
+    from harness.running import app
 
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     tick = os.sysconf("SC_CLK_TCK")

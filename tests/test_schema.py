@@ -5,7 +5,8 @@ import math
 
 from fixtures import row
 
-from harness import analysis, check, rows
+from harness.data import rows
+from harness.reporting import analysis, check
 
 
 def test_a_results_csv_reads_back_with_the_types_that_went_in(tmp_path):

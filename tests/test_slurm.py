@@ -13,7 +13,7 @@ import pytest
 import slurm_cluster
 from fixtures import attnbench
 
-from harness import rows as schema
+from harness.data import rows as schema
 
 WHY = slurm_cluster.missing()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
@@ -125,7 +125,7 @@ def test_the_smoke_sweep_as_an_array_job_matches_the_basic_launcher(
         [
             sys.executable,
             "-m",
-            "harness.report",
+            "harness.reporting.report",
             str(tmp_path / "slurm"),
             "--out",
             str(tmp_path / "rep"),

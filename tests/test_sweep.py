@@ -8,7 +8,7 @@ import pytest
 from fixtures import FAST, attnbench
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from harness.sweep import PlanError, expand
+from harness.running.sweep import PlanError, expand
 
 
 def plan(*overrides, trials=1):

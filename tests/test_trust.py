@@ -12,8 +12,11 @@ import pytest
 from fake_nvml import FakeNvml
 from fixtures import FAST, attnbench, config, row
 
-from harness import analysis, contention, revisions, sweep
-from harness.app import measure, quote_revisions
+from harness.measuring import revisions
+from harness.measuring.meters import contention
+from harness.reporting import analysis
+from harness.running import sweep
+from harness.running.app import measure, quote_revisions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,7 +168,7 @@ def test_an_ab_sweep_with_trials_measures_both_sides_and_resumes_trials(tmp_path
     assert again.returncode == 0, again.stderr
     assert len([line for line in again.stdout.splitlines() if line.startswith("resumed:")]) == 3
     check = subprocess.run(
-        [sys.executable, "-m", "harness.check", "--ab", str(tmp_path / "ab")],
+        [sys.executable, "-m", "harness.reporting.check", "--ab", str(tmp_path / "ab")],
         capture_output=True,
         text=True,
     )

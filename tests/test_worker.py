@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fixtures import FAST, config
 
-from harness import app, gpus, rows, worker
+from harness.data import rows
+from harness.running import app, gpus, worker
 
 
 def test_a_clean_run_merges_early_and_final_fields():
@@ -106,7 +107,7 @@ def test_an_unusable_lock_directory_is_an_error_row_not_a_dead_job(tmp_path, mon
 
 def test_the_check_imports_neither_torch_nor_matplotlib(tmp_path):
     code = (
-        "import sys; from harness import check; "
+        "import sys; from harness.reporting import check; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -117,7 +118,8 @@ def test_a_script_without_a_main_guard_can_measure(tmp_path):
     """The measuring process does not re-run the launching script (multiprocessing would)."""
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from harness import worker\nprint(worker.run('worker_targets:fine', (), 60).status)\n"
+        "from harness.running import worker\n"
+        "print(worker.run('worker_targets:fine', (), 60).status)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
     done = subprocess.run(

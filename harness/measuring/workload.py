@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from .cell import build
-from .config import Config
+from harness.config import Config
+from harness.measuring.cell import build
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import paths, rows
+from harness import paths
+from harness.data import rows
 
 BUILT_IN = "attention_zoo"
 SOURCE_FILE = "source.json"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import TimingConfig
+from harness.config import TimingConfig
 
 
 @dataclass(frozen=True)

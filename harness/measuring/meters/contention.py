@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import nvml as nv
+from harness.measuring import nvml as nv
 
 MAX_WAIT_SHARE = 0.10
 MIN_CPU_SHARE = 0.50

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from . import nvml as nv
-from . import paths
+from harness import paths
+from harness.measuring import nvml as nv
 
 
 @cache

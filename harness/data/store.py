@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import rows
+from harness.data import rows
 
 PLAN = "sweep.json"
 DOCTOR_JSON = "doctor.json"

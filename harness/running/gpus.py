@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import nvml as nv
+from harness.measuring import nvml as nv
 
 
 @dataclass

@@ -25,10 +25,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import attention_zoo as zoo
-
-from . import analysis, figures, paths
-from .rows import STOPPED, collect, write_atomic, write_results
-from .store import RunStore
+from harness import paths
+from harness.data.rows import STOPPED, collect, write_atomic, write_results
+from harness.data.store import RunStore
+from harness.reporting import analysis, figures
 
 REPORTS = paths.REPORTS
 

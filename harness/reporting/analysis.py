@@ -8,7 +8,8 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from . import paper, rows, stats
+from harness.data import rows
+from harness.reporting import paper, stats
 
 
 def numeric(table: pd.DataFrame, column: str) -> pd.Series:
@@ -322,8 +323,7 @@ def paper_counts() -> dict[str, dict[str, int]]:
     import torch
 
     import attention_zoo as zoo
-
-    from . import flops
+    from harness.measuring import flops
 
     out = {}
     for name in sorted({name for _, name, _, _ in paper.AT_224}):

@@ -3,7 +3,7 @@
     attnbench-check --baseline FILE_OR_RUN --current RUN_OR_FILE [--tolerance METRIC=F ...]
     attnbench-check --ab RUN_DIR          (the two revisions of one A/B sweep)
 
-Cells are matched by identity (harness.rows). status, params, MACs and FLOPs must match exactly
+Cells are matched by identity (harness.data.rows). status, params, MACs and FLOPs must match exactly
 (ok -> oom is a regression). Throughput, latency, energy and peak memory are judged by their
 ratio current / baseline, a 95% interval of it and a p-value of "no change", from the raw
 samples (paired trials in a same-run A/B: a sign test; trials apart: Welch's t on the logs; one
@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import paths, stats
-from . import rows as schema
-from .store import RunStore
+from harness import paths
+from harness.data import rows as schema
+from harness.data.store import RunStore
+from harness.reporting import stats
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 ALPHA = 0.05  # the chance of any false "regressed" in one check's family of comparisons

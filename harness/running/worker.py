@@ -1,12 +1,12 @@
 """Each cell is measured in a process of its own (its memory, its failures), and this is how.
 
 Measuring processes are forked from a fork server that has imported torch, the zoo and fvcore
-once and never touched CUDA (harness/_server.py), so a cell starts in milliseconds instead of
-seconds, and CUDA, which does not survive fork, is first initialised in the cell's own process.
-The child sends what it knows as soon as it knows it (params and FLOPs before measuring, so a
-cell that dies later keeps them) and a final outcome; how a child that sent no outcome ended is
-classified here: `oom` only with evidence (an allocation failure, or the cgroup's oom_kill
-count rising), otherwise `error` naming the signal.
+once and never touched CUDA (harness/measuring/_server.py), so a cell starts in milliseconds
+instead of seconds, and CUDA, which does not survive fork, is first initialised in the cell's
+own process. The child sends what it knows as soon as it knows it (params and FLOPs before
+measuring, so a cell that dies later keeps them) and a final outcome; how a child that sent
+no outcome ended is classified here: `oom` only with evidence (an allocation failure, or the
+cgroup's oom_kill count rising), otherwise `error` naming the signal.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .cell import CellError
+from harness.measuring.cell import CellError
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["harness._server"])
+_CONTEXT.set_forkserver_preload(["harness.measuring._server"])
 
 # Allocation failures, also cuBLAS's and cuDNN's (CUBLAS_STATUS_ALLOC_FAILED, ...): out of memory.
 OOM_TEXT = (

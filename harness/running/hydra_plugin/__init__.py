@@ -1,7 +1,7 @@
 """The `attnbench` sweeper, as Hydra finds plugins: in the hydra_plugins namespace package.
 
 This directory is installed as `hydra_plugins.attnbench_sweeper` (pyproject.toml). Hydra imports
-every plugin module at start-up, so this one stays light: the work is in harness.sweep.
+every plugin module at start-up, so this one stays light: the work is in harness.running.sweep.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 class AttnbenchSweeper(Sweeper):
     """Plans the sweep with Hydra's public override parser, launches it with the configured
-    launcher, then builds results.csv, the summary and the report (harness.sweep.run)."""
+    launcher, then builds results.csv, the summary and the report (harness.running.sweep.run)."""
 
     def __init__(self, params: dict[str, str] | None = None) -> None:
         self.params = dict(params or {})
@@ -35,7 +35,7 @@ class AttnbenchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from harness import sweep
+        from harness.running import sweep
 
         assert self.hydra_context and self.config is not None and self.launcher is not None
         return sweep.run(self.hydra_context, self.config, self.launcher, self.params, arguments)

@@ -18,9 +18,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 import attention_zoo as zoo
-
-from .analysis import numeric, trusted, untrusted
-from .rows import STATUSES
+from harness.data.rows import STATUSES
+from harness.reporting.analysis import numeric, trusted, untrusted
 
 UNTRUSTED = "untrustworthy timing"
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import nvml as nv
-from .meter import Meter
+from harness.measuring import nvml as nv
+from harness.measuring.meters.meter import Meter
 
 NVML_COUNTER_WRAP = 2**64  # nvmlDeviceGetTotalEnergyConsumption is an unsigned 64-bit mJ count
 MAX_RESOLUTION = 0.01  # counter uncertainty allowed before energy is invalid (fraction)

@@ -15,14 +15,16 @@ from typing import Any
 
 import torch
 
-from . import cell, energy, flops, paths, provenance, revisions
-from . import nvml as nv
-from .config import Config
-from .contention import CpuContention, GpuClocks, TimingCheck, usable_cpus
-from .memory import MemoryMeter
-from .meter import Meter
-from .timing import Timer, Timing
-from .workload import make_step
+from harness import paths
+from harness.config import Config
+from harness.measuring import cell, flops, provenance, revisions
+from harness.measuring import nvml as nv
+from harness.measuring.meters import energy
+from harness.measuring.meters.contention import CpuContention, GpuClocks, TimingCheck, usable_cpus
+from harness.measuring.meters.memory import MemoryMeter
+from harness.measuring.meters.meter import Meter
+from harness.measuring.timing import Timer, Timing
+from harness.measuring.workload import make_step
 
 
 def counts(cfg: Config, send: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 It checks what decides whether a number is right, prints a table and a verdict, and exits 0 when
 nothing it can see would make a measurement untrustworthy, 1 when something would (a `fail`
 line says what and why). What it cannot see is listed, not passed over. Every sweep stores its
-output beside results.csv (harness.store); the report shows it.
+output beside results.csv (harness.data.store); the report shows it.
 
 GPU, through NVML: driver and NVML versions; per GPU the energy counter and its measured step,
 the instant-power field, other compute processes, whether a process can recognise itself in the
@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import nvml as nv
-from . import paths
-from .contention import GPU_SLOWDOWNS, usable_cpus
+from harness import paths
+from harness.measuring import nvml as nv
+from harness.measuring.meters.contention import GPU_SLOWDOWNS, usable_cpus
 
 STEP_PROBE_S = 1.0  # how long the counter is watched to measure its step
 BUSY_FAIL = 0.10  # other work on this process's CPUs beyond this share fails
@@ -70,7 +70,7 @@ def _cpu_times() -> dict[int, tuple[int, int]]:
 def cpu_findings(
     sample_s: float = 1.0, rapl_root: Path = Path("/sys/class/powercap")
 ) -> list[Finding]:
-    from .energy import rapl_zones
+    from harness.measuring.meters.energy import rapl_zones
 
     found = []
     try:

@@ -15,9 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import attention_zoo as zoo
-
-from . import cell, config, gpus, paths, provenance, rows, sweep, worker
-from .store import RunStore
+from harness import config, paths
+from harness.data import rows
+from harness.data.store import RunStore
+from harness.measuring import cell, provenance
+from harness.running import gpus, sweep, worker
 
 stopping: list[dict[str, Any]] = []  # a cell stopped by SIGTERM: write its row, then stop too
 STORES: dict[Path, RunStore] = {}  # the sweep this process's jobs belong to
@@ -72,7 +74,7 @@ def measure(cfg: config.Config, uuid: str | None = None) -> tuple[dict[str, Any]
     start = time.perf_counter()
     row = cell.fields(cfg) | provenance.host()
     timeout, why = cell_timeout(cfg.timeout_s, launcher_limit())
-    outcome = worker.run("harness.measure:measure", (cfg, uuid), timeout, why)
+    outcome = worker.run("harness.measuring.measure:measure", (cfg, uuid), timeout, why)
     row |= outcome.fields
     row["status"], row["error"] = outcome.status, outcome.message
     row["harness_s"] = time.perf_counter() - start
@@ -115,7 +117,7 @@ def in_sweep(cfg: config.Config, sweep_dir: Path) -> tuple[dict[str, Any] | None
         return None, ""
     oom = sweep.smaller_oom(wanted, siblings)
     if oom is not None:
-        counted = worker.run("harness.measure:count", (cfg,), cfg.timeout_s)
+        counted = worker.run("harness.measuring.measure:count", (cfg,), cfg.timeout_s)
         return wanted | provenance.host() | counted.fields | {
             "status": "skipped_oom",
             "error": f"not run: out of memory at {oom['resolution']}px already",
@@ -239,12 +241,22 @@ def load_mechanisms(argv: list[str]) -> list[str]:
     return adhoc
 
 
+def setup(named: list[str]) -> None:
+    """Hydra's side: the attnbench sweeper (Hydra's scan finds plugins in hydra_plugins
+    directories; an editable install has none) and the configs (harness.config.register)."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.attnbench_sweeper import AttnbenchSweeper
+
+    Plugins.instance().register(AttnbenchSweeper)
+    config.register(named)
+
+
 def main() -> None:
     """The console script."""
     argv = quote_revisions(sys.argv[1:])
     if "--version" in argv:
         print(f"attnbench {paths.version()}")
         return
-    config.register(load_mechanisms(argv))
+    setup(load_mechanisms(argv))
     sys.argv[1:] = argv
     job()

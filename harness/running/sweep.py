@@ -24,8 +24,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext
 from omegaconf import DictConfig
 
-from . import rows
-from .store import DOCTOR_TEXT, RunStore
+from harness.data import rows
+from harness.data.store import DOCTOR_TEXT, RunStore
 
 INNERMOST = "revision"  # varies fastest, so the two sides of an A/B run alternate cell by cell
 
@@ -82,7 +82,7 @@ def pin_revisions(
     the current directory (or `revision_repo`), and the package of each job's mechanism
     exported once at that commit; `revision=null` is the installed code. Returns the jobs and
     the revisions in the order given (the first is the A/B baseline)."""
-    from . import revisions
+    from harness.measuring import revisions
 
     pinned: dict[str, str] = {}
     exported: dict[tuple[str, str], revisions.Export] = {}
@@ -206,7 +206,7 @@ def run(
 def environment(sweep_dir: Path) -> None:
     """attnbench-doctor's findings beside the rows (without its CUDA self-probe, which would
     put a process on the GPU); a failing finding is said up front."""
-    from . import doctor
+    from harness.reporting import doctor
 
     store = RunStore(sweep_dir)
     try:
@@ -221,7 +221,7 @@ def environment(sweep_dir: Path) -> None:
 
 def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
     """results.csv, a summary of the run, and its report; exits 1 if no results.csv came of it."""
-    from .report import render_sweep
+    from harness.reporting.report import render_sweep
 
     try:
         results, table = RunStore(sweep_dir).write_results()

@@ -7,11 +7,10 @@ import os
 from typing import Any
 
 import attention_zoo as zoo
-
-from . import revisions
-from .config import Config
-from .contention import usable_cpus
-from .rows import cell_words
+from harness.config import Config
+from harness.data.rows import cell_words
+from harness.measuring import revisions
+from harness.measuring.meters.contention import usable_cpus
 
 MODES = ("infer", "train")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -44,7 +43,7 @@ def resolve_device(requested: str) -> str:
             raise CellError(
                 f"device {requested!r} is not usable: {why}; valid choices here: {', '.join(valid)}"
             )
-        return requested  # "cuda": any free GPU, leased per job (harness.gpus)
+        return requested  # "cuda": any free GPU, leased per job (harness.running.gpus)
     raise CellError(f"unknown device {requested!r}; valid choices: auto, cpu, cuda, cuda:N")
 
 

@@ -100,7 +100,7 @@ class Column:
 
 STATUS_MEANING = ", ".join(f"{s.name} ({s.meaning})" for s in STATUSES.values())
 
-# The README's column table is made from this: `python -m harness.rows` prints it and a test
+# The README's column table is made from this: `python -m harness.data.rows` prints it and a test
 # keeps the README equal to it.
 COLUMNS: dict[str, Column] = {
     c.name: c
