@@ -7,7 +7,8 @@ import pytest
 from fake_nvml import FakeNvml
 
 from harness.measuring import nvml as nv
-from harness.measuring.meters import energy
+from harness.measuring.meters import base, rapl
+from harness.measuring.meters import nvml_energy as energy
 
 UUID = "GPU-fake"
 
@@ -124,7 +125,7 @@ def test_a_counter_that_does_not_step_gives_a_bound_and_fails_it(monkeypatch):
 
 def test_counter_wrap_around():
     top = energy.NVML_COUNTER_WRAP
-    assert energy.counter_delta(top - 500, 1_500, top) == 2_000
+    assert base.counter_delta(top - 500, 1_500, top) == 2_000
 
 
 def test_no_gpu_nvml_is_unavailable():
@@ -148,11 +149,11 @@ def _zone(root, name, label, value, top):
 
 
 def test_rapl_packages_with_wrap_and_dram_apart(tmp_path, monkeypatch):
-    monkeypatch.setattr(energy, "MIN_WINDOW_S", 0.0)
+    monkeypatch.setattr(rapl, "MIN_WINDOW_S", 0.0)
     pkg = _zone(tmp_path, "intel-rapl:0", "package-0", 999_000_000, 999_999_999)
     dram = _zone(tmp_path, "intel-rapl:0:0", "dram", 10, 999_999_999)
     _zone(tmp_path, "intel-rapl:0:1", "core", 0, 999_999_999)  # sub-zone: not a package
-    meter = energy.cpu_meter(rapl_root=tmp_path)
+    meter = rapl.cpu_meter(rapl_root=tmp_path)
     assert meter.source == "rapl:package"
     meter.begin()
     (pkg / "energy_uj").write_text("4000000\n")  # wrapped past the top
@@ -163,7 +164,7 @@ def test_rapl_packages_with_wrap_and_dram_apart(tmp_path, monkeypatch):
 
 
 def test_cpu_without_rapl_is_unavailable(tmp_path):
-    meter = energy.cpu_meter(rapl_root=tmp_path)
+    meter = rapl.cpu_meter(rapl_root=tmp_path)
     assert meter.source.startswith("unavailable: no readable RAPL")
     assert meter.end().energy_j is None
 

@@ -52,8 +52,9 @@ def status(name: Any) -> Status:
 ROW_FILE = "result.json"
 RESULTS = "results.csv"
 TRACEBACK_FILE = "traceback.txt"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)  # v3 added revision_repo, attention_source, attnbench_version
+SCHEMA_VERSION = 4
+# v3 added revision_repo, attention_source, attnbench_version; v4 the host_energy_* columns
+READABLE_VERSIONS = (2, 3, 4)
 
 KINDS = ("str", "int", "float", "bool", "json")
 GROUPS: tuple[str, ...] = ("identity", "sample", "outcome", "timing", "energy", "memory")
@@ -337,6 +338,36 @@ COLUMNS: dict[str, Column] = {
             "energy",
             "why energy_valid is false, and how power was sampled and the counter's measured step",
         ),
+        Column(
+            "host_energy_j_per_img",
+            "float",
+            "energy",
+            "GPU cells: the host's CPU package energy (RAPL) per image over the same window, J; "
+            "its own counter, beside the GPU's (empty without a readable RAPL counter)",
+            unit="J/img",
+            aggregate="median",
+        ),
+        Column(
+            "host_dram_energy_j_per_img",
+            "float",
+            "energy",
+            "GPU cells: the host's RAPL DRAM energy per image, J (where exposed)",
+            unit="J/img",
+        ),
+        Column(
+            "host_energy_source",
+            "str",
+            "energy",
+            "GPU cells: the host's energy counter (rapl:package) or 'unavailable: <reason>'",
+        ),
+        Column(
+            "host_energy_valid",
+            "bool",
+            "energy",
+            "GPU cells: false when the host's counter did not advance or the window was too short",
+            aggregate="all",
+        ),
+        Column("host_energy_note", "str", "energy", "GPU cells: why host_energy_valid is false"),
         Column(
             "peak_mem_bytes",
             "int",

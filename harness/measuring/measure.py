@@ -17,12 +17,9 @@ import torch
 
 from harness import paths
 from harness.config import Config
-from harness.measuring import cell, flops, provenance, revisions
-from harness.measuring import nvml as nv
-from harness.measuring.meters import energy
-from harness.measuring.meters.contention import CpuContention, GpuClocks, TimingCheck, usable_cpus
-from harness.measuring.meters.memory import MemoryMeter
-from harness.measuring.meters.meter import Meter
+from harness.measuring import cell, flops, meters, provenance, revisions
+from harness.measuring.gpu import GpuSide
+from harness.measuring.meters.base import Bench, Window
 from harness.measuring.timing import Timer, Timing
 from harness.measuring.workload import make_step
 
@@ -121,101 +118,50 @@ def measure(
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
     row: dict[str, Any] = provenance.device(device, gpu.uuid if gpu else None)
-    interval = cfg.energy.sample_interval_s
-    meter = gpu.energy_meter(interval) if gpu is not None else energy.cpu_meter()
-    row["energy_source"] = meter.source
-    row["idle_power_w"] = meter.idle_power_w(cfg.energy.idle_s) if cfg.energy.idle_s > 0 else None
-
-    memory: Meter[int | None] = MemoryMeter(device)  # before the model exists: weights count
+    bench = Bench(cfg, device, gpu)
+    # made before the model exists (memory's baseline, energy's idle wait)
+    plugged = [(plug, plug.make(bench)) for plug in meters.for_device(device.type)]
+    run = [m for plug, m in plugged if plug.span == "run"]
+    window = [m for plug, m in plugged if plug.span == "window"]
     limit_address_space(cfg.memory_limit_gb if device.type == "cpu" else None)
     step = make_step(cfg, device)
-    memory.begin()  # after the set-up: the peak is the step's, with weights and input resident
+    for meter in run:  # after the set-up: the peak is the step's, weights and input resident
+        meter.begin()
     timer = Timer(step, device, cfg.timing)
     warmup_s = timer.warm_up()
     if cfg.compile:
         row["compile_s"] = warmup_s
-    checks: list[Meter[TimingCheck]] = [CpuContention(cfg.threads or 1, usable_cpus())]
-    if gpu is not None and gpu.handle is not None:
-        checks.append(GpuClocks(gpu.nvml, gpu.handle))
-    readings: list[energy.EnergyReading] = []
-    verdicts: list[TimingCheck] = []
 
     def begin() -> None:
-        for check in checks:
-            check.begin()
-        meter.begin()
+        for meter in window:
+            meter.begin()
 
     def end() -> None:
-        readings.append(meter.end())
-        verdicts.extend(check.end() for check in checks)
+        for meter in reversed(window):
+            meter.end()
 
     timing = timer.measure(on_begin=begin, on_end=end)
-    row["peak_mem_bytes"], row["mem_source"] = memory.end(), memory.source
-    row["timing_valid"] = all(v.valid for v in verdicts)
-    row["timing_note"] = "; ".join(v.note for v in verdicts if v.note)
-    return row | summarise(timing, readings[0], cfg.batch_size)
+    for meter in reversed(run):
+        meter.end()
+    seen = Window(timing.iters * cfg.batch_size, timing.window_s)
+    for plug, meter in plugged:
+        fields = meter.fields(seen)
+        undeclared = set(fields) - set(plug.columns)
+        if undeclared:
+            raise RuntimeError(f"meter {plug.name} filled undeclared columns {sorted(undeclared)}")
+        row |= fields
+    return row | timing_fields(timing, cfg.batch_size)
 
 
-class GpuSide:
-    """The GPU as NVML sees it, looked up before this process touches CUDA, so that the
-    process list taken then is everything that is not this cell."""
-
-    def __init__(self, device: torch.device, uuid: str | None, nvml: Any, reason: str) -> None:
-        self.device, self.uuid, self.nvml, self.reason = device, uuid, nvml, reason
-        self.handle = None if nvml is None or uuid is None else nv.handle(nvml, uuid)
-        self.processes = energy.GpuProcesses(nvml, self.handle) if self.handle else None
-
-    @classmethod
-    def before_cuda(cls, device: torch.device, uuid: str | None) -> GpuSide:
-        try:
-            lib = nv.load()
-            if uuid is None:
-                visible = dict(nv.visible_gpus(lib))
-                uuid = visible.get(device.index or 0)
-            return cls(device, uuid, lib, "" if uuid else "NVML does not list this GPU")
-        except nv.Unavailable as err:
-            return cls(device, uuid, None, str(err))
-
-    def make_context(self) -> None:
-        """Create this process's CUDA context, and check it is on the GPU NVML was asked about."""
-        torch.cuda.set_device(self.device)
-        torch.empty(1, device=self.device)
-        mine = nv.cuda_uuid(self.device)
-        if self.uuid is not None and mine != nv.bare(self.uuid):
-            raise RuntimeError(
-                f"cuda:{self.device.index} is {mine}, not the leased {self.uuid}: CUDA and NVML "
-                "order GPUs differently here; set CUDA_DEVICE_ORDER=PCI_BUS_ID"
-            )
-        if self.processes is not None:
-            self.processes.context_made()
-
-    def energy_meter(self, interval_s: float) -> energy.EnergyMeter:
-        if self.processes is None or self.uuid is None:
-            return energy.Unavailable(self.reason or "NVML has no handle for this GPU")
-        return energy.gpu_meter(self.nvml, self.handle, self.uuid, self.processes, interval_s)
-
-
-def summarise(timing: Timing, reading: energy.EnergyReading, batch: int) -> dict[str, Any]:
-    """Timing and energy objects -> the row's numbers (per batch latency, per image energy)."""
+def timing_fields(timing: Timing, batch: int) -> dict[str, Any]:
+    """The timed window -> the row's timing numbers (latency per batch, throughput)."""
     images = timing.iters * batch
-    timed_s = sum(timing.per_iter_s)
-    out: dict[str, Any] = {
-        "energy_resolution": reading.resolution,
+    return {
         "latency_ms": timing.median_s * 1e3,
         "latency_ms_p10": timing.quantile(0.10) * 1e3,
         "latency_ms_p90": timing.quantile(0.90) * 1e3,
         "iters": timing.iters,
         "window_s": timing.window_s,
         "step_times_ms": [round(t * 1e3, 6) for t in timing.per_iter_s],
-        "throughput_img_s": images / timed_s,
-        "energy_valid": reading.valid,
-        "energy_note": reading.note,
+        "throughput_img_s": images / sum(timing.per_iter_s),
     }
-    if reading.energy_j is not None:
-        out["energy_j_per_img"] = reading.energy_j / images
-        out["avg_power_w"] = reading.energy_j / reading.window_s if reading.window_s else None
-    if reading.sampled_energy_j is not None:
-        out["sampled_energy_j_per_img"] = reading.sampled_energy_j / images
-    if reading.dram_energy_j is not None:
-        out["dram_energy_j_per_img"] = reading.dram_energy_j / images
-    return out

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness import paths
 from harness.measuring import nvml as nv
+from harness.measuring.meters.base import MAX_RESOLUTION
 from harness.measuring.meters.contention import GPU_SLOWDOWNS, usable_cpus
 
 STEP_PROBE_S = 1.0  # how long the counter is watched to measure its step
@@ -70,7 +71,7 @@ def _cpu_times() -> dict[int, tuple[int, int]]:
 def cpu_findings(
     sample_s: float = 1.0, rapl_root: Path = Path("/sys/class/powercap")
 ) -> list[Finding]:
-    from harness.measuring.meters.energy import rapl_zones
+    from harness.measuring.meters.rapl import rapl_zones
 
     found = []
     try:
@@ -253,8 +254,9 @@ def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Findin
                 ""
                 if step is None
                 else (
-                    f"; for 1%: {2 * READ_GAP_S / 0.01:.1f} s with step-aligned reads "
-                    f"(attnbench's), {2 * step / 0.01:.0f} s with plain reads"
+                    f"; for {MAX_RESOLUTION:.0%}: {2 * READ_GAP_S / MAX_RESOLUTION:.1f} s with "
+                    "step-aligned reads "
+                    f"(attnbench's), {2 * step / MAX_RESOLUTION:.0f} s with plain reads"
                 )
             )
             found.append(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.measuring import nvml as nv
+from harness.measuring.meters.base import Bench, Plug, Window
 
 MAX_WAIT_SHARE = 0.10
 MIN_CPU_SHARE = 0.50
@@ -122,7 +123,9 @@ class CpuContention:
             share = (steal[0] - self._steal[0]) / ticks if ticks > 0 else 0.0
             evidence.append(f"steal {share:.1%}")
             if share > MAX_STEAL_SHARE:
-                problems.append(f"hypervisor steal {share:.0%} of the machine (> 5%)")
+                problems.append(
+                    f"hypervisor steal {share:.0%} of the machine (> {MAX_STEAL_SHARE:.0%})"
+                )
         note = "; ".join(problems + evidence)
         return TimingCheck(not problems, note)
 
@@ -179,3 +182,39 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+class TimingChecks:
+    """The meter: the CPU check always, the GPU's clocks where NVML has the GPU; the timing is
+    trusted only if every check passes, and the note keeps every check's evidence."""
+
+    def __init__(self, checks: list[CpuContention | GpuClocks]) -> None:
+        self.checks = checks
+        self.verdicts: list[TimingCheck] = []
+
+    @classmethod
+    def make(cls, bench: Bench) -> TimingChecks:
+        checks: list[CpuContention | GpuClocks] = [
+            CpuContention(bench.cfg.threads or 1, usable_cpus())
+        ]
+        if bench.gpu is not None and bench.gpu.handle is not None:
+            checks.append(GpuClocks(bench.gpu.nvml, bench.gpu.handle))
+        return cls(checks)
+
+    def begin(self) -> None:
+        for check in self.checks:
+            check.begin()
+
+    def end(self) -> None:
+        self.verdicts = [check.end() for check in self.checks]
+
+    def fields(self, window: Window) -> dict[str, Any]:
+        return {
+            "timing_valid": all(v.valid for v in self.verdicts),
+            "timing_note": "; ".join(v.note for v in self.verdicts if v.note),
+        }
+
+
+PLUG = Plug(
+    "timing_checks", ("timing_valid", "timing_note"), ("cpu", "cuda"), "window", TimingChecks.make
+)

@@ -1,383 +1,99 @@
-"""Energy meters with one shape: `idle_power_w()` before the cell, `begin()` / `end()` around the
-timed window.
+"""Energy as meters: an energy source (NVML for a GPU, RAPL for a CPU package) read over the
+timed window, its numbers per image in the row. Two run side by side on a GPU cell: the GPU's
+own (the `energy_*` columns, what the report and the check use) and the host's CPU package (the
+`host_energy_*` columns), each from its own counter, neither derived from the other.
 
-GPU, the NVML total-energy counter (mJ). It advances in steps (~100 ms apart on recent GPUs), so
-a plain read can be one step stale at each end of the window: +-5% of a 2 s window. Instead each
-end waits for the counter to step and the window starts there; at the end, the energy of the
-last step after the window is taken off using the instant-power samples. What remains uncertain
-is the time between the two reads around each step (about a millisecond), recorded per row as
-`energy_resolution`; over 1% makes the energy invalid. The step period is measured during the
-idle wait (and reported), never assumed. Beside the counter, a thread samples power every
-`sample_interval_s` (the instant-power field NVML_FI_DEV_POWER_INSTANT where the driver has it;
-otherwise nvmlDeviceGetPowerUsage, which on Ampere and newer is a 1-second average, and says so)
-and integrates it over the same window: the cross-check, and the fallback where there is no
-counter. Idle power is the counter's own increase over the idle wait.
-
-Energy is refused when another process was on the GPU before the cell's own CUDA context
-appeared (NVML lists host PIDs in containers, so the cell recognises itself by what appears,
-not by PID), and invalid when a process appears during the window.
-
-CPU: RAPL package counters (DRAM apart) where /sys/class/powercap is readable. Otherwise
-`unavailable: <why>` and empty numbers, never a zero.
+The idle-power wait happens when the device meter is made, and only where there is a source to
+read (no source, no wait).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from harness.measuring import nvml as nv
-from harness.measuring.meters.meter import Meter
-
-NVML_COUNTER_WRAP = 2**64  # nvmlDeviceGetTotalEnergyConsumption is an unsigned 64-bit mJ count
-MAX_RESOLUTION = 0.01  # counter uncertainty allowed before energy is invalid (fraction)
-MIN_WINDOW_S = 1.0  # RAPL and power sampling: shorter windows are too coarse
-POLL_S = 0.0005  # between counter reads while waiting for a step
-STEP_TIMEOUT_S = 1.0  # a counter that has not stepped by then is not stepping: read it as is
+from harness.measuring.meters import rapl
+from harness.measuring.meters.base import Bench, EnergyMeter, EnergyReading, Plug, Window
 
 
-@dataclass
-class EnergyReading:
-    source: str
-    energy_j: float | None = None
-    sampled_energy_j: float | None = None  # power samples integrated over the same window
-    dram_energy_j: float | None = None
-    window_s: float | None = None
-    resolution: float | None = None  # uncertainty of energy_j, as a fraction of it
-    valid: bool = False
-    note: str = ""
+class Energy:
+    """One energy source over the window, its values under the columns of `prefix`."""
 
-
-class EnergyMeter(Meter[EnergyReading], Protocol):
-    def idle_power_w(self, seconds: float) -> float | None: ...
-
-
-def counter_delta(before: int, after: int, wrap: int) -> int:
-    """Difference of a monotonically increasing counter that wraps round at `wrap`."""
-    return after - before if after >= before else after + wrap - before
-
-
-class Unavailable:
-    def __init__(self, reason: str) -> None:
-        self.source = f"unavailable: {reason}"
-
-    def idle_power_w(self, seconds: float) -> float | None:
-        return None
+    def __init__(self, source: EnergyMeter, prefix: str, idle_s: float = 0.0) -> None:
+        self.source, self.prefix = source, prefix
+        self.named = source.source  # what was asked for, before the window may change it
+        self.idle_w = source.idle_power_w(idle_s) if idle_s > 0 else None
+        self.reading: EnergyReading | None = None
 
     def begin(self) -> None:
-        pass
+        self.source.begin()
 
-    def end(self) -> EnergyReading:
-        return EnergyReading(self.source, note=self.source)
+    def end(self) -> None:
+        self.reading = self.source.end()
 
+    def fields(self, window: Window) -> dict[str, Any]:
+        r = self.reading
+        assert r is not None, "fields() before end()"
 
-class PowerSampler:
-    """A thread reading power every `interval_s` (it sleeps between reads and NVML calls drop
-    the GIL, so the launch thread is disturbed as little as Python allows); joules by the
-    trapezoid rule over any span."""
+        def per_image(joules: float | None) -> float | None:
+            return None if joules is None else joules / window.images
 
-    def __init__(self, nvml: Any, handle: Any, interval_s: float) -> None:
-        self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
-        instant = nv.read(lambda: nvml.nvmlDeviceGetFieldValues(handle, [_INSTANT(nvml)]))
-        self.instant = not nv.failed(instant) and getattr(instant[0], "nvmlReturn", 1) == 0
-        self.source = (
-            "nvml:power_instant_field" if self.instant else "nvml:power_usage (1 s average)"
-        )
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def watts(self) -> float:
-        if self.instant:
-            field = self.nvml.nvmlDeviceGetFieldValues(self.handle, [_INSTANT(self.nvml)])[0]
-            return float(field.value.uiVal) / 1e3
-        return float(self.nvml.nvmlDeviceGetPowerUsage(self.handle)) / 1e3
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            reading = nv.read(self.watts)
-            if not nv.failed(reading):
-                self.samples.append((time.perf_counter(), float(reading)))
-            self._stop.wait(self.interval_s)
-
-    def start(self) -> None:
-        self.samples, self._stop = [], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        reading = nv.read(self.watts)
-        if not nv.failed(reading):
-            self.samples.append((time.perf_counter(), float(reading)))
-
-    def joules(self, t0: float, t1: float) -> float | None:
-        """Energy over [t0, t1] from the samples (held constant past the outermost ones)."""
-        points = sorted(self.samples)
-        if len(points) < 2 or t1 <= t0:
-            return None
-        total = 0.0
-        for (a, pa), (b, pb) in zip(points, points[1:], strict=False):
-            lo, hi = max(a, t0), min(b, t1)
-            if hi > lo:
-                slope = (pb - pa) / (b - a) if b > a else 0.0
-                total += (hi - lo) * (pa + slope * ((lo + hi) / 2 - a))
-        first, last = points[0], points[-1]
-        total += max(0.0, min(first[0], t1) - t0) * first[1]
-        total += max(0.0, t1 - max(last[0], t0)) * last[1]
-        return total
+        values: dict[str, Any] = {
+            "energy_source": self.named,
+            "energy_valid": r.valid,
+            "energy_note": r.note,
+            "energy_j_per_img": per_image(r.energy_j),
+            "dram_energy_j_per_img": per_image(r.dram_energy_j),
+        }
+        if self.prefix:  # the host's package: its energy, not the cell's device's details
+            return {f"{self.prefix}{k}": v for k, v in values.items()}
+        power = r.energy_j / r.window_s if r.energy_j is not None and r.window_s else None
+        return values | {
+            "idle_power_w": self.idle_w,
+            "avg_power_w": power,
+            "energy_resolution": r.resolution,
+            "sampled_energy_j_per_img": per_image(r.sampled_energy_j),
+        }
 
 
-def _INSTANT(nvml: Any) -> int:  # noqa: N802  (NVML's constant, from the module that has it)
-    return int(getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", 186))
+def _device(bench: Bench) -> Energy:
+    if bench.gpu is not None:
+        source = bench.gpu.energy_meter(bench.cfg.energy.sample_interval_s)
+    else:
+        source = rapl.cpu_meter()
+    return Energy(source, "", bench.cfg.energy.idle_s)
 
 
-class GpuProcesses:
-    """Which processes NVML lists on the GPU, seen from the measuring process. Taken before the
-    cell's CUDA context exists and again once it does, so the cell recognises its own entry by
-    its appearance: in a container NVML shows host PIDs, which match nothing here."""
-
-    def __init__(self, nvml: Any, handle: Any) -> None:
-        self.nvml, self.handle = nvml, handle
-        self.before = self.snapshot()
-        self.ours: set[int] = set()
-
-    def snapshot(self) -> set[int] | str:
-        running = nv.read(lambda: self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle))
-        return running if isinstance(running, str) else {p.pid for p in running}
-
-    def context_made(self) -> None:
-        """Call once this process's CUDA context exists."""
-        now = self.snapshot()
-        if isinstance(now, set) and isinstance(self.before, set):
-            self.ours = now - self.before
-
-    def foreign_at_start(self) -> set[int]:
-        return self.before if isinstance(self.before, set) else set()
-
-    def unreadable(self) -> str:
-        return self.before if isinstance(self.before, str) else ""
+def _host(bench: Bench) -> Energy:
+    return Energy(rapl.cpu_meter(), "host_")
 
 
-class NvmlMeter:
-    """One GPU through NVML: the energy counter, tick-aligned at both ends, and power samples."""
-
-    def __init__(self, nvml: Any, handle: Any, interval_s: float, processes: GpuProcesses) -> None:
-        self.nvml, self.handle, self.processes = nvml, handle, processes
-        self.sampler = PowerSampler(nvml, handle, interval_s)
-        probe = nv.read(lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
-        self.has_counter = not nv.failed(probe)
-        self.source = "nvml:total_energy_counter" if self.has_counter else self.sampler.source
-        self.period_s: float | None = None
-        self.idle_w: float | None = None  # from the counter, during the idle wait
-
-    def _counter(self) -> int:
-        return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-
-    def _step(self) -> tuple[int, float, float] | None:
-        """Wait for the counter to step: (value, time of the read that saw it, time since the
-        read before it). None if it did not step within STEP_TIMEOUT_S."""
-        first = self._counter()
-        last_read = time.perf_counter()
-        deadline = last_read + max(STEP_TIMEOUT_S, 3 * (self.period_s or 0))
-        while True:
-            value = self._counter()
-            now = time.perf_counter()
-            if value != first:
-                return value, now, now - last_read
-            if now > deadline:
-                return None
-            last_read = now
-            time.sleep(POLL_S)
-
-    def idle_power_w(self, seconds: float) -> float | None:
-        """Idle power from the counter's own steps over `seconds`; the step period with it."""
-        if not self.has_counter:
-            self.sampler.start()
-            time.sleep(seconds)
-            self.sampler.stop()
-            joules = self.sampler.joules(self.sampler.samples[0][0], self.sampler.samples[-1][0])
-            span = self.sampler.samples[-1][0] - self.sampler.samples[0][0]
-            return joules / span if joules is not None and span > 0 else None
-        steps: list[tuple[float, int]] = []
-        end = time.perf_counter() + seconds
-        previous = self._counter()
-        while time.perf_counter() < end:
-            value = self._counter()
-            if value != previous:
-                steps.append((time.perf_counter(), value))
-                previous = value
-            time.sleep(POLL_S)
-        if len(steps) >= 3:
-            gaps = sorted(b[0] - a[0] for a, b in zip(steps, steps[1:], strict=False))
-            self.period_s = gaps[len(gaps) // 2]
-        if len(steps) < 2:
-            return None
-        joules = counter_delta(steps[0][1], steps[-1][1], NVML_COUNTER_WRAP) / 1e3
-        self.idle_w = joules / (steps[-1][0] - steps[0][0])
-        return self.idle_w
-
-    def begin(self) -> None:
-        self.sampler.start()
-        self._procs = self.processes.snapshot()
-        self._start = self._step() if self.has_counter else None
-        self._raw0 = None if self._start is not None or not self.has_counter else self._counter()
-        self._t0 = time.perf_counter()
-
-    def end(self) -> EnergyReading:
-        t1 = time.perf_counter()
-        stop = self._step() if self.has_counter else None
-        raw1 = None if stop is not None or not self.has_counter else self._counter()
-        self.sampler.stop()
-        window = t1 - self._t0
-        sampled = self.sampler.joules(self._t0, t1)
-        reading = EnergyReading(self.source, window_s=window)
-        notes = []
-        if self.has_counter:
-            reading.sampled_energy_j = sampled
-            reading.energy_j, reading.resolution, note = self._counter_energy(stop, raw1, t1)
-            notes += [note] if note else []
-        else:
-            reading.energy_j = sampled
-            reading.resolution = self.sampler.interval_s / window if window else None
-        reading.valid = reading.energy_j is not None and reading.energy_j > 0
-        if reading.energy_j is not None and reading.energy_j <= 0:
-            reading.energy_j = None
-            notes.append("counter did not advance over the window")
-        if reading.resolution is not None and reading.resolution > MAX_RESOLUTION:
-            reading.valid = False
-            notes.append(
-                f"counter resolution +-{reading.resolution:.1%} exceeds {MAX_RESOLUTION:.0%}: "
-                "lengthen timing.window_s"
-            )
-        after = self.processes.snapshot()
-        if isinstance(after, set) and isinstance(self._procs, set) and after - self._procs:
-            reading.valid = False
-            notes.append(f"process {sorted(after - self._procs)} appeared on this GPU meanwhile")
-        if self.processes.unreadable():
-            notes.append(f"process list {self.processes.unreadable()}: sharing not checked")
-        notes.append(f"power samples: {self.sampler.source}")
-        if self.period_s:
-            notes.append(f"counter step {self.period_s * 1e3:.0f} ms")
-        reading.note = "; ".join(notes)
-        return reading
-
-    def _counter_energy(
-        self, stop: tuple[int, float, float] | None, raw1: int | None, t1: float
-    ) -> tuple[float | None, float | None, str]:
-        """Joules over the window from the counter, its resolution, and a note if degraded."""
-        start = self._start
-        if start is not None and stop is not None:
-            joules = counter_delta(start[0], stop[0], NVML_COUNTER_WRAP) / 1e3
-            tail_s = stop[1] - t1
-            if self.sampler.instant:  # the tail's own power, sampled
-                tail = self.sampler.joules(t1, stop[1]) or 0.0
-                tail_error = 0.1 * tail
-            else:  # a 1-second average lags: the tail was somewhere between busy and idle
-                busy = joules / max(stop[1] - start[1], 1e-9)
-                idle = self.idle_w if self.idle_w is not None else 0.0
-                tail, tail_error = tail_s * (busy + idle) / 2, tail_s * abs(busy - idle) / 2
-            energy = joules - tail
-            power = energy / max(t1 - self._t0, 1e-9)
-            bound = power * (start[2] + stop[2]) + tail_error
-            return energy, bound / energy if energy > 0 else None, ""
-        # the counter did not step: raw reads, each up to one step stale
-        v0 = start[0] if start is not None else self._raw0
-        v1 = stop[0] if stop is not None else raw1
-        if v0 is None or v1 is None:
-            return None, None, "counter unreadable"
-        energy = counter_delta(v0, v1, NVML_COUNTER_WRAP) / 1e3
-        period = self.period_s or 0.1
-        window = max(t1 - self._t0, 1e-9)
-        unaligned = (start is None) + (stop is None)
-        why = "" if self.period_s else " (step period not measured: 100 ms assumed)"
-        return energy, unaligned * period / window, f"counter not step-aligned{why}"
-
-
-class RaplMeter:
-    """CPU package energy from /sys/class/powercap (intel-rapl, also on AMD); DRAM apart."""
-
-    def __init__(self, packages: list[Path], drams: list[Path]) -> None:
-        self.packages, self.drams = packages, drams
-        self.source = "rapl:package"
-
-    @staticmethod
-    def _read(zone: Path) -> int:
-        return int((zone / "energy_uj").read_text())
-
-    def _joules(self, zones: list[Path], before: list[int]) -> float:
-        total = 0
-        for zone, start in zip(zones, before, strict=True):
-            wrap = int((zone / "max_energy_range_uj").read_text()) + 1
-            total += counter_delta(start, self._read(zone), wrap)
-        return total / 1e6
-
-    def idle_power_w(self, seconds: float) -> float | None:
-        before = [self._read(z) for z in self.packages]
-        start = time.perf_counter()
-        time.sleep(seconds)
-        return self._joules(self.packages, before) / (time.perf_counter() - start)
-
-    def begin(self) -> None:
-        self._pkg0 = [self._read(z) for z in self.packages]
-        self._dram0 = [self._read(z) for z in self.drams]
-        self._t0 = time.perf_counter()
-
-    def end(self) -> EnergyReading:
-        window = time.perf_counter() - self._t0
-        joules = self._joules(self.packages, self._pkg0)
-        reading = EnergyReading(self.source, joules or None, window_s=window)
-        if self.drams:
-            reading.dram_energy_j = self._joules(self.drams, self._dram0)
-        if not joules:
-            reading.note = "counter did not advance over the window"
-        elif window < MIN_WINDOW_S:
-            reading.note = f"window {window:.3f} s is shorter than {MIN_WINDOW_S} s"
-        else:
-            reading.valid = True
-        return reading
-
-
-def rapl_zones(root: Path = Path("/sys/class/powercap")) -> tuple[list[Path], list[Path]]:
-    """Readable RAPL package zones and their DRAM sub-zones."""
-    packages, drams = [], []
-    for zone in sorted(root.glob("intel-rapl:*")):
-        try:
-            name = (zone / "name").read_text().strip()
-            int((zone / "energy_uj").read_text())
-        except (OSError, ValueError):
-            continue
-        if name.startswith("package"):
-            packages.append(zone)
-        elif name == "dram":
-            drams.append(zone)
-    return packages, drams
-
-
-def cpu_meter(rapl_root: Path = Path("/sys/class/powercap")) -> EnergyMeter:
-    packages, drams = rapl_zones(rapl_root)
-    if packages:
-        return RaplMeter(packages, drams)
-    return Unavailable(f"no readable RAPL package counter under {rapl_root}")
-
-
-def gpu_meter(
-    nvml: Any, handle: Any, uuid: str, processes: GpuProcesses, interval_s: float
-) -> EnergyMeter:
-    """The GPU's meter, or the reason there is none: MIG, or another process on the GPU."""
-    if uuid.startswith("MIG-"):
-        return Unavailable(
-            f"{uuid} is a MIG instance: NVML's energy and power are the whole GPU's, "
-            "shared with the other instances"
-        )
-    if foreign := processes.foreign_at_start():
-        return Unavailable(
-            f"another process (NVML pid {', '.join(map(str, sorted(foreign)))}) was on this "
-            "GPU before the cell began, so its energy would be counted too"
-        )
-    return NvmlMeter(nvml, handle, interval_s, processes)
+DEVICE = Plug(
+    "energy",
+    (
+        "energy_source",
+        "energy_valid",
+        "energy_note",
+        "energy_j_per_img",
+        "dram_energy_j_per_img",
+        "idle_power_w",
+        "avg_power_w",
+        "energy_resolution",
+        "sampled_energy_j_per_img",
+    ),
+    ("cpu", "cuda"),
+    "window",
+    _device,
+)
+HOST = Plug(
+    "host_energy",
+    (
+        "host_energy_source",
+        "host_energy_valid",
+        "host_energy_note",
+        "host_energy_j_per_img",
+        "host_dram_energy_j_per_img",
+    ),
+    ("cuda",),  # on a CPU cell the host's package is the device meter already
+    "window",
+    _host,
+)

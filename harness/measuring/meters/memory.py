@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import resource
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from harness.measuring.meters.base import Bench, Plug, Window
 
 _STATUS = Path("/proc/self/status")
 
@@ -34,6 +37,7 @@ class MemoryMeter:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.source = ""
+        self.peak: int | None = None
         cpu = device.type != "cuda"
         self.baseline_kib = (_status_kib("VmRSS") or 0) if cpu else 0
         self.file_kib = (_status_kib("RssFile") or 0) if cpu else 0
@@ -51,7 +55,13 @@ class MemoryMeter:
         except OSError:
             self.source = "cpu:ru_maxrss-minus-start_rss"
 
-    def end(self) -> int | None:
+    def end(self) -> None:
+        self.peak = self._peak()
+
+    def fields(self, window: Window) -> dict[str, Any]:
+        return {"peak_mem_bytes": self.peak, "mem_source": self.source}
+
+    def _peak(self) -> int | None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return int(torch.cuda.max_memory_allocated(self.device))
@@ -64,3 +74,11 @@ class MemoryMeter:
             return None
         file_growth = (_status_kib("RssFile") or self.file_kib) - self.file_kib
         return max(peak_kib - self.baseline_kib - file_growth, 0) * 1024
+
+
+def _make(bench: Bench) -> MemoryMeter:
+    return MemoryMeter(bench.device)
+
+
+# spans the warm-up too: the first steps allocate what the timed ones reuse
+PLUG = Plug("memory", ("peak_mem_bytes", "mem_source"), ("cpu", "cuda"), "run", _make)

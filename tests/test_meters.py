@@ -1,0 +1,89 @@
+"""Meters plug in: one table, each meter declaring the columns it fills; two energy sources side
+by side; the measuring process refuses a value for a column its meter did not declare."""
+
+import time
+
+import pytest
+import torch
+from fake_nvml import FakeNvml
+from fixtures import FAST, config
+from test_energy import _zone, gpu
+
+from harness.data import rows
+from harness.measuring import measure, meters
+from harness.measuring.meters import base, rapl
+from harness.measuring.meters.energy import Energy
+
+
+def test_every_meter_declares_documented_columns_and_no_column_has_two_meters():
+    claimed = [c for plug in meters.METERS for c in plug.columns]
+    assert set(claimed) <= set(rows.COLUMNS), set(claimed) - set(rows.COLUMNS)
+    assert len(claimed) == len(set(claimed)), "a column filled by two meters"
+    assert {p.name for p in meters.for_device("cuda")} - {p.name for p in meters.for_device("cpu")}
+    assert all(p.span in ("window", "run") for p in meters.METERS)
+
+
+def test_a_meter_with_an_unknown_span_is_refused():
+    with pytest.raises(ValueError, match="span is 'window' or 'run'"):
+        base.Plug("x", (), ("cpu",), "forever", lambda bench: None)
+
+
+def test_two_energy_sources_run_side_by_side_over_one_window(tmp_path, monkeypatch):
+    """The GPU's NVML counter and the host's RAPL package, each from its own counter, in one
+    window: both column sets filled, neither derived from the other."""
+    monkeypatch.setattr(rapl, "MIN_WINDOW_S", 0.0)
+    package = _zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000, 999_999_999)
+    nvml = FakeNvml()
+    source, _ = gpu(nvml)
+    device = Energy(source, "", idle_s=0.0)
+    host = Energy(rapl.cpu_meter(rapl_root=tmp_path), "host_")
+    device.begin()
+    host.begin()
+    nvml.set_busy(True)
+    package.joinpath("energy_uj").write_text("31000000\n")  # 30 J on the host's package
+    time.sleep(1.0)
+    nvml.set_busy(False)
+    host.end()
+    device.end()
+    window = base.Window(images=10, seconds=1.0)
+    gpu_fields, host_fields = device.fields(window), host.fields(window)
+    assert not set(gpu_fields) & set(host_fields)
+    assert host_fields["host_energy_source"] == "rapl:package"
+    assert host_fields["host_energy_j_per_img"] == pytest.approx(3.0)
+    assert gpu_fields["energy_source"] == "nvml:total_energy_counter"
+    assert gpu_fields["energy_j_per_img"] > 0
+    assert gpu_fields["energy_j_per_img"] != pytest.approx(3.0)  # the GPU's own count
+
+
+class Extra:
+    """A meter that fills what it declared, or (sneaky) one column more."""
+
+    def __init__(self, sneaky):
+        self.sneaky, self.begun, self.ended = sneaky, 0, 0
+
+    def begin(self):
+        self.begun += 1
+
+    def end(self):
+        self.ended += 1
+
+    def fields(self, window):
+        out = {"host_energy_note": f"{self.begun}/{self.ended} over {window.images} images"}
+        return out | ({"host_energy_source": "made up"} if self.sneaky else {})
+
+
+@pytest.mark.parametrize("sneaky", [False, True])
+def test_the_measuring_process_runs_the_table_and_holds_meters_to_their_columns(
+    monkeypatch, sneaky
+):
+    plug = base.Plug("extra", ("host_energy_note",), ("cpu",), "window", lambda b: Extra(sneaky))
+    monkeypatch.setattr(meters, "METERS", (*meters.METERS, plug))
+    cfg = config("resolution=32", "model.depth=1", *FAST)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # not this test process's
+    if sneaky:
+        with pytest.raises(RuntimeError, match=r"meter extra filled undeclared .*host_energy_so"):
+            measure.measure(cfg, None, lambda _: None)
+        return
+    row = measure.measure(cfg, None, lambda _: None)
+    assert row["host_energy_note"] == f"1/1 over {row['iters']} images"
+    assert row["peak_mem_bytes"] is not None and row["timing_note"]  # the table's own meters
