@@ -9,6 +9,13 @@ Realistic by default, in the ways that decide a number:
   it does not know (`host_pid_offset`), and other processes may be listed (`others`);
 - an old driver (`old_driver=True`) raises NVMLLibraryMismatchError, a plain Exception and not
   an NVMLError, for the newest calls (process list v3, clocks event reasons, field values).
+- when the load stops, the GPU changes P-state `pstate_delay_s` later: for `settle_s` its clock
+  event reasons say
+  hardware slowdown (0x8, as DCGM warns they may during a P-state or clock change) beside
+  GpuIdle (0x1), then GpuIdle alone, and the SM clock falls to `idle_sm_mhz`: a reader that
+  looks after the load has gone sees an idle GPU, not the window;
+- the violation counters (`nvmlDeviceGetViolationStatus`, cumulative ns per policy) advance
+  while a limit holds the clocks down (`set_limited(policy, True)`).
 `power_w(t)` is the board's power at t seconds after the fake was made (`idle_w`, or `load_w`
 after `set_busy(True)`). A simple mode (`counters_mj=[...]`, or `simple=True`) serves scripted
 counter values in order and a constant `power_mw`, for tests that need exact numbers.
@@ -59,6 +66,10 @@ class FakeNvml:
         old_driver=False,
         instant_field=True,
         simple=None,
+        settle_s=0.15,
+        pstate_delay_s=0.03,
+        idle_sm_mhz=345,
+        load_sm_mhz=1980,
     ) -> None:
         self.counters = list(counters_mj)
         self.simple = bool(counters_mj) if simple is None else simple
@@ -77,6 +88,9 @@ class FakeNvml:
         self.counter_reads = 0
         self.contexts: list[int] = []  # PIDs (as this process sees them) with a CUDA context
         self.scripted: dict[str, list] = {}
+        self.settle_s, self.idle_sm_mhz, self.load_sm_mhz = settle_s, idle_sm_mhz, load_sm_mhz
+        self.pstate_delay_s = pstate_delay_s
+        self.limited: dict[int, list[tuple[float, bool]]] = {}
 
     # ---- the simulated board
 
@@ -85,6 +99,21 @@ class FakeNvml:
 
     def set_busy(self, busy: bool) -> None:
         self.busy_since.append((self.now(), busy))
+
+    def set_limited(self, policy: int, limited: bool) -> None:
+        """A limit (NVML_PERF_POLICY_*: 0 power, 1 thermal) starts or stops holding clocks."""
+        self.limited.setdefault(policy, [(0.0, False)]).append((self.now(), limited))
+
+    def phase(self, t: float) -> str:
+        """busy, settling (the P-state change after the load stopped) or idle."""
+        state, changed = False, 0.0
+        for since, busy in self.busy_since:
+            if since <= t and busy != state:
+                state, changed = busy, since
+        ran = any(busy for since, busy in self.busy_since if since <= t)
+        if state or (ran and t - changed < self.pstate_delay_s):
+            return "busy"
+        return "settling" if ran and t - changed < self.pstate_delay_s + self.settle_s else "idle"
 
     def power_w(self, t: float) -> float:
         state = False
@@ -173,18 +202,36 @@ class FakeNvml:
         pids = [pid + self.host_pid_offset for pid in self.contexts] + self.others
         return [SimpleNamespace(pid=pid, usedGpuMemory=0) for pid in pids]
 
+    def _reasons(self) -> int:
+        phase = self.phase(self.now())
+        return self._next("clocks_event_reasons", {"busy": 0, "settling": 0x9, "idle": 0x1}[phase])
+
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle) -> int:
         if self.old_driver:
             raise NVMLLibraryMismatchError("nvmlDeviceGetCurrentClocksEventReasons not found")
-        return self._next("clocks_event_reasons", 0)
+        return self._reasons()
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle) -> int:
         if self.old_driver:
             raise NVMLLibraryMismatchError("nvmlDeviceGetCurrentClocksThrottleReasons not found")
-        return self._next("clocks_event_reasons", 0)
+        return self._reasons()
 
     def nvmlDeviceGetClockInfo(self, handle, clock) -> int:
-        return self._next("sm_clock_mhz", 1980) if clock == NVML_CLOCK_SM else 2619
+        if clock != NVML_CLOCK_SM:
+            return 2619
+        idle = self.phase(self.now()) == "idle" and any(b for _, b in self.busy_since)
+        return self._next("sm_clock_mhz", self.idle_sm_mhz if idle else self.load_sm_mhz)
+
+    def nvmlDeviceGetViolationStatus(self, handle, policy):
+        now, held, since = self.now(), 0.0, None
+        for at, on in self.limited.get(policy, []):
+            if on and since is None:
+                since = at
+            elif not on and since is not None:
+                held, since = held + at - since, None
+        if since is not None:
+            held += now - since
+        return SimpleNamespace(referenceTime=int(now * 1e6), violationTime=int(held * 1e9))
 
     def nvmlDeviceGetTemperature(self, handle, sensor) -> int:
         return self._next("temperature_c", 45)

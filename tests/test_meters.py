@@ -7,11 +7,11 @@ import pytest
 import torch
 from fake_nvml import FakeNvml
 from fixtures import FAST, config
-from test_energy import _zone, gpu
+from test_energy import UUID, _zone, gpu
 
 from harness.data import rows
 from harness.measuring import measure, meters
-from harness.measuring.meters import base, rapl
+from harness.measuring.meters import base, contention, energy, memory, nvml_energy, rapl
 from harness.measuring.meters.energy import Energy
 
 
@@ -87,3 +87,47 @@ def test_the_measuring_process_runs_the_table_and_holds_meters_to_their_columns(
     row = measure.measure(cfg, None, lambda _: None)
     assert row["host_energy_note"] == f"1/1 over {row['iters']} images"
     assert row["peak_mem_bytes"] is not None and row["timing_note"]  # the table's own meters
+
+
+class FakeGpu:
+    """The GPU side a meter sees (harness.measuring.gpu.GpuSide), on the NVML double."""
+
+    def __init__(self, nvml):
+        self.nvml, self.handle, self.uuid = nvml, UUID, UUID
+        self.processes = nvml_energy.GpuProcesses(nvml, UUID)
+        nvml.open_context()
+        self.processes.context_made()
+
+    def energy_meter(self, interval_s):
+        return nvml_energy.gpu_meter(self.nvml, UUID, UUID, self.processes, interval_s)
+
+
+def window_on_a_gpu(monkeypatch, order=None):
+    """One cell's window meters on the double's GPU: loaded during the window, idle after it,
+    ended in the table's order (or the one given)."""
+    if order is not None:
+        monkeypatch.setattr(meters, "METERS", order)
+    nvml = FakeNvml()
+    cfg = config("resolution=32", "model.depth=1", "energy.idle_s=0")
+    cell_meters = meters.Cell(base.Bench(cfg, torch.device("cuda"), FakeGpu(nvml)))
+    cell_meters.begin("window")
+    nvml.set_busy(True)
+    time.sleep(0.4)
+    stepped = nvml.nvmlDeviceGetTotalEnergyConsumption(UUID)
+    while nvml.nvmlDeviceGetTotalEnergyConsumption(UUID) == stepped:  # just after a step: the
+        time.sleep(0.001)  # energy meter's end waits a whole period for the next one
+    nvml.set_busy(False)  # the last step has synchronised: the GPU goes idle from here
+    cell_meters.end("window")
+    return cell_meters.fields(base.Window(images=10, seconds=0.4))
+
+
+def test_on_a_gpu_the_clocks_are_read_before_the_energy_meter_waits_for_its_counter(monkeypatch):
+    row = window_on_a_gpu(monkeypatch)
+    assert row["timing_valid"], row["timing_note"]
+    assert row["energy_source"] == "nvml:total_energy_counter" and row["energy_j_per_img"] > 0
+    # ended the other way round, the check reads a GPU changing P-state after the load
+    energy_last = (memory.PLUG, contention.PLUG, energy.DEVICE, energy.HOST)
+    late = window_on_a_gpu(monkeypatch, energy_last)
+    assert (
+        not late["timing_valid"] and "hardware slowdown at the window's end" in late["timing_note"]
+    )

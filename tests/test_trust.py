@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -46,13 +47,13 @@ def test_a_busy_process_beside_a_real_cell_makes_its_timing_untrustworthy():
     assert "run-queue wait" in row["timing_note"] and "involuntary switches/s" in row["timing_note"]
 
 
-def _cpu_check(monkeypatch, before, after, steal=((0, 1000), (0, 2000))):
+def _cpu_check(monkeypatch, before, after, steal=((0, 1000), (0, 2000)), judged=True):
     tasks = iter([before, after])
     steals = iter(steal)
     monkeypatch.setattr(contention, "_tasks", lambda: next(tasks))
     monkeypatch.setattr(contention, "_steal", lambda: next(steals))
     monkeypatch.setattr(contention, "_load", lambda: 1.0)
-    meter = contention.CpuContention(threads=2, cpus=2)
+    meter = contention.CpuContention(threads=2, cpus=2, judged=judged)
     meter.begin()
     contention.time.sleep(0.05)
     return meter.end()
@@ -71,28 +72,42 @@ def test_cpu_thresholds(monkeypatch):
         monkeypatch, {"1": (0, 0)}, {"1": (49_000_000, 0)}, steal=((0, 1000), (100, 2000))
     )
     assert not stolen.valid and "hypervisor steal 10%" in stolen.note
+    # a GPU cell's launch thread waits for the GPU: the same evidence, noted and not judged
+    on_gpu = _cpu_check(monkeypatch, {"1": (0, 0)}, {"1": (40_000_000, 10_000_000)}, judged=False)
+    assert on_gpu.valid and "not judged on a GPU cell: threads waited for a CPU 20%" in on_gpu.note
 
 
 @pytest.mark.parametrize(
-    "reasons,clocks,valid,text",
+    "script,thermal_s,valid,text",
     [
-        ((0, 0), (1980, 1980), True, "SM clock 1980 -> 1980 MHz"),
-        ((0, 0x04), (1980, 1900), True, "software power cap at end"),
-        ((0, 0x40), (1980, 1980), False, "hardware thermal slowdown at the window's end"),
-        ((0x20, 0), (1980, 1980), False, "software thermal slowdown at the window's start"),
-        ((0, 0), (1980, 1200), False, "SM clock fell 1980 -> 1200 MHz"),
+        ({}, 0, True, "SM clock 1980..1980 MHz"),
+        ({"clocks_event_reasons": [0, 0x04]}, 0, True, "software power cap at the end"),
+        (
+            {"clocks_event_reasons": [0, 0x40]},
+            0,
+            False,
+            "hardware thermal slowdown at the window's end",
+        ),
+        # a P-state change reported before the window, while the GPU waits: evidence, not a verdict
+        ({"clocks_event_reasons": [0x08, 0]}, 0, True, "before the window (idle GPU; not judged)"),
+        ({}, 0.1, False, "the thermal limit held clocks down"),
+        ({"sm_clock_mhz": [1980, 1980, 1200]}, 0, False, "SM clock below 90% of its 1980 MHz"),
     ],
 )
-def test_gpu_clocks(reasons, clocks, valid, text):
+def test_gpu_clocks_judge_the_window(script, thermal_s, valid, text):
     nvml = FakeNvml()
-    nvml.script(
-        clocks_event_reasons=list(reasons), sm_clock_mhz=list(clocks), temperature_c=[50, 61]
-    )
-    meter = contention.GpuClocks(nvml, "GPU-fake")
+    nvml.script(temperature_c=[50, 61], **script)
+    meter = contention.GpuClocks(nvml, "GPU-fake", interval_s=0.02)
+    nvml.set_busy(True)
     meter.begin()
+    if thermal_s:
+        nvml.set_limited(1, True)  # NVML_PERF_POLICY_THERMAL
+        time.sleep(thermal_s)
+        nvml.set_limited(1, False)
+    time.sleep(0.3 - thermal_s)
     check = meter.end()
     assert (check.valid, text in check.note) == (valid, True), check.note
-    assert "50 -> 61 C" in check.note
+    assert "50 -> 61 C" in check.note and "power limit held clocks down 0.0%" in check.note
 
 
 def test_gpu_clocks_unreadable_on_an_old_driver_degrade_to_a_note():
@@ -100,7 +115,7 @@ def test_gpu_clocks_unreadable_on_an_old_driver_degrade_to_a_note():
     meter = contention.GpuClocks(nvml, "GPU-fake")
     meter.begin()
     check = meter.end()
-    assert check.valid and "throttle reasons unreadable at start" in check.note
+    assert check.valid and "clock event reasons unreadable at the end" in check.note
 
 
 def test_revision_values_are_quoted_for_hydra():

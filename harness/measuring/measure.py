@@ -118,38 +118,19 @@ def measure(
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
     row: dict[str, Any] = provenance.device(device, gpu.uuid if gpu else None)
-    bench = Bench(cfg, device, gpu)
-    # made before the model exists (memory's baseline, energy's idle wait)
-    plugged = [(plug, plug.make(bench)) for plug in meters.for_device(device.type)]
-    run = [m for plug, m in plugged if plug.span == "run"]
-    window = [m for plug, m in plugged if plug.span == "window"]
+    cell_meters = meters.Cell(Bench(cfg, device, gpu))  # before the model exists
     limit_address_space(cfg.memory_limit_gb if device.type == "cpu" else None)
     step = make_step(cfg, device)
-    for meter in run:  # after the set-up: the peak is the step's, weights and input resident
-        meter.begin()
+    cell_meters.begin("run")  # after the set-up: the peak is the step's, weights and input in
     timer = Timer(step, device, cfg.timing)
     warmup_s = timer.warm_up()
     if cfg.compile:
         row["compile_s"] = warmup_s
-
-    def begin() -> None:
-        for meter in window:
-            meter.begin()
-
-    def end() -> None:
-        for meter in reversed(window):
-            meter.end()
-
-    timing = timer.measure(on_begin=begin, on_end=end)
-    for meter in reversed(run):
-        meter.end()
-    seen = Window(timing.iters * cfg.batch_size, timing.window_s)
-    for plug, meter in plugged:
-        fields = meter.fields(seen)
-        undeclared = set(fields) - set(plug.columns)
-        if undeclared:
-            raise RuntimeError(f"meter {plug.name} filled undeclared columns {sorted(undeclared)}")
-        row |= fields
+    timing = timer.measure(
+        on_begin=lambda: cell_meters.begin("window"), on_end=lambda: cell_meters.end("window")
+    )
+    cell_meters.end("run")
+    row |= cell_meters.fields(Window(timing.iters * cfg.batch_size, timing.window_s))
     return row | timing_fields(timing, cfg.batch_size)
 
 

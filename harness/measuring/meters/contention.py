@@ -8,8 +8,10 @@ Thresholds (documented in the README, exceeded -> timing_valid = false):
   core (per-thread schedstat: the kernel's own account of runnable-but-not-running time);
 - CPU time: the threads that worked got less than 50% of the CPU they could have used;
 - hypervisor steal: more than 5% of the machine's CPU time went to other guests;
-- GPU: a thermal, hardware-slowdown or power-brake throttle reason at either end of the window,
-  or the SM clock at the end below 90% of the start.
+- GPU: a thermal, hardware-slowdown or power-brake reason at the window's end (read first, the
+  GPU still loaded); the thermal limit holding the clocks down more than 1% of the window
+  (NVML's violation counters); more than 10% of the window's SM clock samples below 90% of the
+  highest.
 The note always carries the evidence, valid or not: the numbers a reader needs to judge.
 """
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,11 @@ MAX_WAIT_SHARE = 0.10
 MIN_CPU_SHARE = 0.50
 MAX_STEAL_SHARE = 0.05
 MIN_CLOCK_RATIO = 0.90
+MAX_LOW_CLOCK_SHARE = 0.10  # of the window's SM clock samples below MIN_CLOCK_RATIO of the top
+MAX_THERMAL_SHARE = 0.01  # of the window the thermal limit may hold the clocks down
+CLOCK_SAMPLE_S = 0.05
+# nvmlPerfPolicyType_t: how long each limit held the clocks below application clocks
+VIOLATION_POLICIES = {"power": 0, "thermal": 1}
 
 # NVML clocks event (throttle) reasons that mean the GPU ran slower than it would have.
 GPU_SLOWDOWNS = {
@@ -79,8 +88,10 @@ class CpuContention:
 
     source = "cpu:schedstat+rusage+loadavg"
 
-    def __init__(self, threads: int, cpus: int) -> None:
-        self.threads, self.cpus = threads, cpus
+    def __init__(self, threads: int, cpus: int, judged: bool = True) -> None:
+        """`judged`: whether CPU contention can make the timing untrustworthy (a CPU cell); for
+        a GPU cell, whose launch thread mostly waits for the GPU, it is evidence only."""
+        self.threads, self.cpus, self.judged = threads, cpus, judged
 
     def begin(self) -> None:
         self._tasks, self._steal, self._load = _tasks(), _steal(), _load()
@@ -126,53 +137,129 @@ class CpuContention:
                 problems.append(
                     f"hypervisor steal {share:.0%} of the machine (> {MAX_STEAL_SHARE:.0%})"
                 )
+        if not self.judged and problems:
+            evidence.append(f"not judged on a GPU cell: {'; '.join(problems)}")
+            problems = []
         note = "; ".join(problems + evidence)
         return TimingCheck(not problems, note)
 
 
+class ClockSampler:
+    """A thread reading the SM clock every `interval_s` during the window: a dip in the middle
+    shows here, where the two ends cannot see it."""
+
+    def __init__(self, read: Any, interval_s: float) -> None:
+        self.read, self.interval_s = read, interval_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self.read()
+            if not nv.failed(value):
+                self.samples.append(int(value))
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
 class GpuClocks:
-    """Did the GPU keep its clocks during the window (no thermal or hardware slowdown)?"""
+    """Did the GPU keep its clocks during the window? Judged by what happened during it: NVML's
+    violation counters (cumulative ns the power or thermal limit held the clocks below their
+    application clocks) at both ends, the SM clock sampled through the window, and the clock
+    event reasons read at the window's end before anything else ends (ended first by the meter
+    table), while the GPU is still loaded: read later, an idle GPU reports idle and P-state
+    reasons that say nothing about the window. The start's reasons are evidence only: the GPU
+    is waiting for the window then, and NVML may report a hardware slowdown during a P-state
+    change."""
 
-    source = "nvml:clocks_event_reasons+sm_clock+temperature"
+    source = "nvml:violation_counters+sm_clock_samples+clocks_event_reasons+temperature"
 
-    def __init__(self, nvml: Any, handle: Any) -> None:
-        self.nvml, self.handle = nvml, handle
+    def __init__(self, nvml: Any, handle: Any, interval_s: float = CLOCK_SAMPLE_S) -> None:
+        self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
 
-    def _state(self) -> dict[str, Any]:
+    def _reasons(self) -> Any:
         lib, h = self.nvml, self.handle
         reasons = nv.read(lambda: lib.nvmlDeviceGetCurrentClocksEventReasons(h))
         if nv.failed(reasons):  # drivers before 535 name it "throttle reasons"
             reasons = nv.read(lambda: lib.nvmlDeviceGetCurrentClocksThrottleReasons(h))
+        return reasons
+
+    def _sm(self) -> Any:
+        return nv.read(
+            lambda: self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM)
+        )
+
+    def _temp(self) -> Any:
+        lib, h = self.nvml, self.handle
+        return nv.read(lambda: lib.nvmlDeviceGetTemperature(h, lib.NVML_TEMPERATURE_GPU))
+
+    def _violations(self) -> dict[str, Any]:
+        def violation_ns(policy: int) -> int:
+            return int(self.nvml.nvmlDeviceGetViolationStatus(self.handle, policy).violationTime)
+
         return {
-            "reasons": reasons,
-            "sm": nv.read(lambda: lib.nvmlDeviceGetClockInfo(h, lib.NVML_CLOCK_SM)),
-            "temp": nv.read(lambda: lib.nvmlDeviceGetTemperature(h, lib.NVML_TEMPERATURE_GPU)),
+            name: nv.read(partial(violation_ns, policy))
+            for name, policy in VIOLATION_POLICIES.items()
         }
 
     def begin(self) -> None:
-        self._begin = self._state()
+        self._start = {"reasons": self._reasons(), "temp": self._temp()}
+        self._violations0 = self._violations()
+        self._sampler = ClockSampler(self._sm, self.interval_s)
+        self._sampler.start()
+        self._t0 = time.perf_counter()
 
     def end(self) -> TimingCheck:
-        start, stop = self._begin, self._state()
-        problems, evidence = [], []
-        for when, state in (("start", start), ("end", stop)):
-            reasons = state["reasons"]
-            if nv.failed(reasons):
-                evidence.append(f"throttle reasons unreadable at {when}")
-                continue
+        reasons, temp = self._reasons(), self._temp()  # first: the GPU is still loaded
+        wall_ns = (time.perf_counter() - self._t0) * 1e9
+        clocks = self._sampler.stop()
+        violations = self._violations()
+        problems: list[str] = []
+        evidence: list[str] = []
+        if nv.failed(reasons):
+            evidence.append("clock event reasons unreadable at the end")
+        else:
             slow = [name for bit, name in GPU_SLOWDOWNS.items() if int(reasons) & bit]
             noted = [name for bit, name in GPU_NOTED.items() if int(reasons) & bit]
             if slow:
-                problems.append(f"{', '.join(slow)} at the window's {when}")
+                problems.append(f"{', '.join(slow)} at the window's end")
             if noted:
-                evidence.append(f"{', '.join(noted)} at {when}")
-        sm0, sm1 = start["sm"], stop["sm"]
-        if not (nv.failed(sm0) or nv.failed(sm1)):
-            evidence.append(f"SM clock {sm0} -> {sm1} MHz")
-            if sm0 and sm1 < MIN_CLOCK_RATIO * sm0:
-                problems.append(f"SM clock fell {sm0} -> {sm1} MHz (< {MIN_CLOCK_RATIO:.0%})")
-        if not (nv.failed(start["temp"]) or nv.failed(stop["temp"])):
-            evidence.append(f"{start['temp']} -> {stop['temp']} C")
+                evidence.append(f"{', '.join(noted)} at the end")
+        start = self._start["reasons"]
+        if not nv.failed(start) and int(start) & sum(GPU_SLOWDOWNS):
+            names = [name for bit, name in GPU_SLOWDOWNS.items() if int(start) & bit]
+            evidence.append(f"{', '.join(names)} before the window (idle GPU; not judged)")
+        for name, before in self._violations0.items():
+            after = violations[name]
+            if nv.failed(before) or nv.failed(after):
+                evidence.append(f"{name} violation counter unreadable")
+                continue
+            share = (after - before) / wall_ns if wall_ns > 0 else 0.0
+            evidence.append(f"{name} limit held clocks down {share:.1%} of the window")
+            if name == "thermal" and share > MAX_THERMAL_SHARE:
+                problems.append(
+                    f"the thermal limit held clocks down {share:.0%} of the window "
+                    f"(> {MAX_THERMAL_SHARE:.0%})"
+                )
+        if clocks:
+            top = max(clocks)
+            low = [c for c in clocks if c < MIN_CLOCK_RATIO * top]
+            evidence.append(f"SM clock {min(clocks)}..{top} MHz over {len(clocks)} samples")
+            if len(low) > MAX_LOW_CLOCK_SHARE * len(clocks):
+                problems.append(
+                    f"SM clock below {MIN_CLOCK_RATIO:.0%} of its {top} MHz in {len(low)} of "
+                    f"{len(clocks)} samples"
+                )
+        if not (nv.failed(self._start["temp"]) or nv.failed(temp)):
+            evidence.append(f"{self._start['temp']} -> {temp} C")
         return TimingCheck(not problems, "; ".join(problems + evidence))
 
 
@@ -194,8 +281,9 @@ class TimingChecks:
 
     @classmethod
     def make(cls, bench: Bench) -> TimingChecks:
+        on_cpu = bench.device.type == "cpu"
         checks: list[CpuContention | GpuClocks] = [
-            CpuContention(bench.cfg.threads or 1, usable_cpus())
+            CpuContention(bench.cfg.threads or 1, usable_cpus(), judged=on_cpu)
         ]
         if bench.gpu is not None and bench.gpu.handle is not None:
             checks.append(GpuClocks(bench.gpu.nvml, bench.gpu.handle))
