@@ -131,3 +131,22 @@ def test_on_a_gpu_the_clocks_are_read_before_the_energy_meter_waits_for_its_coun
     assert (
         not late["timing_valid"] and "hardware slowdown at the window's end" in late["timing_note"]
     )
+
+
+def test_energy_above_idle_is_the_total_less_the_idle_power_over_the_window():
+    nvml = FakeNvml(period_s=0.1, idle_w=60, load_w=300)
+    source, _ = gpu(nvml)
+    meter = Energy(source, "", idle_s=0.5)  # the idle wait, measured by the counter
+    meter.begin()
+    nvml.set_busy(True)
+    time.sleep(1.0)
+    nvml.set_busy(False)
+    meter.end()
+    row = meter.fields(base.Window(images=100, seconds=1.0))
+    assert row["idle_power_w"] == pytest.approx(60, rel=0.05)
+    assert row["energy_j_per_img"] == pytest.approx(3.0, rel=0.05)  # 300 W for 1 s, 100 images
+    assert row["energy_above_idle_j_per_img"] == pytest.approx(2.4, rel=0.05)  # 240 W above
+    without = Energy(gpu(FakeNvml())[0], "", idle_s=0.0)  # no idle wait: nothing to subtract
+    without.begin()
+    without.end()
+    assert without.fields(base.Window(10, 0.1))["energy_above_idle_j_per_img"] is None

@@ -273,10 +273,20 @@ COLUMNS: dict[str, Column] = {
             "energy_j_per_img",
             "float",
             "energy",
-            "energy per image over the window, J (empty when not measured)",
+            "energy per image over the window, J: the device's whole draw, idle power included "
+            "(what the wall pays; empty when not measured)",
             unit="J/img",
             aggregate="median",
             gate=Gate("ratio", tolerance=0.10),
+        ),
+        Column(
+            "energy_above_idle_j_per_img",
+            "float",
+            "energy",
+            "energy per image above idle: energy_j_per_img less idle_power_w x the window, J "
+            "(what the cell adds to an idle device; empty without an idle measurement)",
+            unit="J/img",
+            aggregate="median",
         ),
         Column(
             "sampled_energy_j_per_img",

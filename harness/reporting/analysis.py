@@ -378,6 +378,7 @@ def cell_table(table: pd.DataFrame) -> pd.DataFrame:
             "img/s 95%": table.apply(interval, axis=1),
             "ms/batch": numeric(table, "latency_ms").map(_number),
             "J/img": energy.map(_number),
+            "J/img above idle": trusted(table, "energy_above_idle_j_per_img").map(_number),
             "peak MiB": (numeric(table, "peak_mem_bytes") / 2**20).map(lambda v: _number(v, 4)),
             "GFLOPs/img": (numeric(table, "flops") / 1e9).map(lambda v: _number(v, 4)),
             "timing": table.apply(timing, axis=1),

@@ -47,7 +47,11 @@ class Energy:
         if self.prefix:  # the host's package: its energy, not the cell's device's details
             return {f"{self.prefix}{k}": v for k, v in values.items()}
         power = r.energy_j / r.window_s if r.energy_j is not None and r.window_s else None
+        above = None
+        if r.energy_j is not None and r.window_s and self.idle_w is not None:
+            above = per_image(r.energy_j - self.idle_w * r.window_s)
         return values | {
+            "energy_above_idle_j_per_img": above,
             "idle_power_w": self.idle_w,
             "avg_power_w": power,
             "energy_resolution": r.resolution,
@@ -76,6 +80,7 @@ DEVICE = Plug(
         "energy_j_per_img",
         "dram_energy_j_per_img",
         "idle_power_w",
+        "energy_above_idle_j_per_img",
         "avg_power_w",
         "energy_resolution",
         "sampled_energy_j_per_img",
