@@ -24,7 +24,8 @@ from harness.running.app import measure
         ("cuDNN error: CUDNN_STATUS_ALLOC_FAILED", "oom"),
         ("CUDA driver error: CUDA_ERROR_OUT_OF_MEMORY", "oom"),
         ("CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
-        ("CUDA error: an illegal memory access was encountered", "kernel_limit"),
+        # a real bug or a corrupted context looks the same: measured again, not kept as a limit
+        ("CUDA error: an illegal memory access was encountered", "error"),
         ("CUDA error: invalid configuration argument", "kernel_limit"),
         ("Expected canUse32BitIndexMath(input) to be true", "kernel_limit"),
         ("mat1 and mat2 shapes cannot be multiplied", "error"),
@@ -34,11 +35,15 @@ def test_gpu_failures_are_classified(message, status):
     assert worker.classify(RuntimeError(message)) == status
 
 
-def test_kernel_limits_are_kept_by_resume_and_not_mistaken_for_oom():
+def test_kernel_limits_are_kept_by_resume_and_skip_larger_sizes_but_cuda_faults_do_neither():
     limited = row("sdpa", 4096, status="kernel_limit")
     assert sweep.previous(limited, [limited]) is limited
     bigger = row("sdpa", 8192)
-    assert sweep.smaller_oom(bigger, [limited]) is None
+    assert sweep.smaller_oom(bigger, [limited]) is limited  # the larger size hits it too
+    assert sweep.smaller_oom(row("sdpa", 2048), [limited]) is None
+    fault = row("sdpa", 4096, status="error", error="CUDA error: an illegal memory access")
+    assert sweep.previous(fault, [fault]) is None  # measured again
+    assert sweep.smaller_oom(bigger, [fault]) is None
 
 
 def test_warm_up_waits_until_the_step_has_settled():

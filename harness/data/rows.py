@@ -34,8 +34,15 @@ STATUSES = {
     s.name: s
     for s in (
         Status("ok", 0, True, False, "", "measured"),
-        Status("skipped_oom", 1, True, False, "", "not run: a smaller size ran out of memory"),
-        Status("kernel_limit", 2, True, False, "^", "a kernel's size limit: grid, 32-bit indexing"),
+        Status(
+            "skipped_oom",
+            1,
+            True,
+            False,
+            "",
+            "not run: a smaller size ran out of memory or hit a kernel's size limit",
+        ),
+        Status("kernel_limit", 2, True, True, "^", "a kernel's size limit: grid, 32-bit indexing"),
         Status("oom", 3, True, True, "x", "out of memory, with evidence"),
         Status("error", 4, False, False, "", "crashed, timed out or stopped: measured again"),
     )

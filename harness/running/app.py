@@ -120,7 +120,7 @@ def in_sweep(cfg: config.Config, sweep_dir: Path) -> tuple[dict[str, Any] | None
         counted = worker.run("harness.measuring.measure:count", (cfg,), cfg.timeout_s)
         return wanted | provenance.host() | counted.fields | {
             "status": "skipped_oom",
-            "error": f"not run: out of memory at {oom['resolution']}px already",
+            "error": f"not run: {oom['status']} at {oom['resolution']}px already",
         }, counted.traceback
     return leased(cfg)
 

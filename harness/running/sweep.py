@@ -270,7 +270,7 @@ def previous(cell: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, 
 
 def smaller_oom(cell: dict[str, Any], siblings: list[dict[str, Any]]) -> dict[str, Any] | None:
     """A row of the same cell but for its size, at fewer tokens (same revision), whose status
-    stops larger sizes (`oom`)."""
+    stops larger sizes (`oom`, `kernel_limit`)."""
     columns = tuple(c for c in rows.IDENTITY + ("revision",) if c not in rows.SIZE)
     key = rows.identity(cell, columns)
     for row in siblings:
