@@ -3,6 +3,7 @@ training warm-up, compile workers, peak memory without set-up copies, float32 ac
 under autocast."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ def test_warm_up_waits_until_the_step_has_settled():
     step = Step(lambda: calls.append(1), lambda: len(calls) >= settled_after)
     timer = Timer(step, torch.device("cpu"), TimingConfig(warmup_iters=2, warmup_s=0, window_s=0))
     timer.warm_up()
-    assert len(calls) == settled_after + 1  # until settled, plus the estimate step
+    assert len(calls) == settled_after  # until settled (a 0 s window needs no estimate step)
 
 
 def test_float16_training_settles_its_grad_scaler():
@@ -107,3 +108,25 @@ def test_nystrom_pseudo_inverse_runs_in_float32_under_autocast():
         mixed = layer.mix(q, k, v, (8, 8)).float()
     # bfloat16 inputs to the kernels are autocast's choice; the pinv itself stays float32
     assert ((mixed - plain).norm() / plain.norm()) < 0.05
+
+
+def test_a_slow_step_is_estimated_by_its_last_warm_up_step_and_a_fast_one_as_before():
+    def counted(seconds):
+        calls = []
+
+        def step():
+            calls.append(1)
+            time.sleep(seconds)
+
+        return calls, step
+
+    config = TimingConfig(warmup_iters=2, warmup_s=0, window_s=0.2, min_iters=3)
+    calls, slow = counted(0.15)  # >= window / (min_iters - 1): the window is 3 steps anyway
+    timer = Timer(slow, torch.device("cpu"), config)
+    timer.warm_up()
+    assert len(calls) == 2 and timer.estimate_s >= 0.15  # no estimate steps beyond warm-up
+    assert timer.planned_iters() == 3
+    calls, fast = counted(0.0)
+    timer = Timer(fast, torch.device("cpu"), config)
+    timer.warm_up()
+    assert len(calls) == 2 + 3  # warm-up, then the median of three estimate steps

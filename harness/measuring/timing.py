@@ -40,9 +40,11 @@ class Timer:
     """Times `step` on `device`: CUDA events on a GPU, perf_counter on the CPU.
 
     `warm_up` runs the step until both the iteration and time minimums are met and estimates the
-    cost of one step; `measure` then runs enough steps to fill the window. On a GPU one event is
-    recorded between steps and the host synchronises once at the end, so the timed loop holds no
-    sync, logging or allocation beyond the pre-made events.
+    cost of one step (from the last warm-up step where steps are so slow that the window is
+    `min_iters` steps anyway: a 2 s step then costs 2 warm-up and 3 timed steps, not 6);
+    `measure` then runs enough steps to fill the window. On a GPU one event is recorded between
+    steps and the host synchronises once at the end, so the timed loop holds no sync, logging or
+    allocation beyond the pre-made events.
     """
 
     def __init__(
@@ -62,15 +64,23 @@ class Timer:
         start = time.perf_counter()
         done = 0
         ready = getattr(self.step, "ready", lambda: True)
+        step_s = 0.0
         while (
             done < max(cfg.warmup_iters, 1)
             or time.perf_counter() - start < cfg.warmup_s
             or (not ready() and done < MAX_SETTLE_STEPS)
         ):
+            begin = time.perf_counter()
             self.step()
             self._sync()
+            step_s = time.perf_counter() - begin
             done += 1
         last = time.perf_counter()
+        if done > 1 and cfg.min_iters > 1 and step_s >= cfg.window_s / (cfg.min_iters - 1):
+            # so slow that the window is min_iters steps whatever an estimate says: the last
+            # warm-up step (warm by now) is the estimate, and no more steps are spent on one
+            self.estimate_s = step_s
+            return last - start
         estimates = []
         for _ in range(ESTIMATE_STEPS):  # a median, so one slow step cannot size the window
             begin = time.perf_counter()
