@@ -183,3 +183,17 @@ def test_without_a_counter_the_instant_power_samples_are_the_energy():
     reading = busy_window(nvml, meter)
     assert reading.energy_j == pytest.approx(250 * reading.window_s, rel=0.05)
     assert reading.sampled_energy_j is None  # it is the number, not a cross-check
+
+
+def test_the_gpu_processes_counted_are_the_others_not_the_cell():
+    import torch
+
+    from harness.measuring.gpu import GpuSide
+
+    nvml = FakeNvml(others=[4242])
+    side = GpuSide(torch.device("cuda"), UUID, nvml, "")
+    nvml.open_context()  # the cell's own context appears
+    side.processes.context_made()
+    assert len(nvml.nvmlDeviceGetComputeRunningProcesses(UUID)) == 2
+    assert side.others() == 1
+    assert GpuSide(torch.device("cuda"), UUID, FakeNvml(old_driver=True), "").others() is None

@@ -264,3 +264,14 @@ def test_the_job_age_under_slurm_is_the_batch_scripts(tmp_path, monkeypatch):
     assert 49 < app.job_age(tmp_path) < 51
     monkeypatch.delenv("SLURM_JOB_ID")
     assert 4 < app.job_age(tmp_path) < 6
+
+
+def test_a_lease_that_waits_says_what_it_waits_for(tmp_path):
+    held = gpus.lease(GPUS, tmp_path, wait_s=5)
+    said = []
+    with pytest.raises(gpus.NoFreeGpu, match="within 0 s"):
+        gpus.lease(GPUS[:1], tmp_path, wait_s=0.3, poll_s=0.02, say=said.append, every_s=0.1)
+    assert said and all(
+        "waiting" in line and "for a free GPU among cuda:0" in line for line in said
+    )
+    held.release()

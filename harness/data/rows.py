@@ -448,7 +448,8 @@ COLUMNS: dict[str, Column] = {
             "gpu_processes",
             "int",
             "state",
-            "compute processes on the GPU when the cell started",
+            "other compute processes on the GPU when the cell started (its own not counted; "
+            "empty where the driver cannot list them)",
         ),
         Column("torch_version", "str", "provenance", "torch version"),
         Column("python_version", "str", "provenance", "Python version"),

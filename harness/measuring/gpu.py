@@ -49,3 +49,10 @@ class GpuSide:
         if self.processes is None or self.uuid is None:
             return Unavailable(self.reason or "NVML has no handle for this GPU")
         return nvml_energy.gpu_meter(self.nvml, self.handle, self.uuid, self.processes, interval_s)
+
+    def others(self) -> int | None:
+        """Compute processes on the GPU before this cell's context existed: the others, never
+        the cell itself (None where the driver cannot list them)."""
+        if self.processes is None or self.processes.unreadable():
+            return None
+        return len(self.processes.foreign_at_start())

@@ -118,6 +118,8 @@ def measure(
     torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
     torch.backends.cudnn.allow_tf32 = cfg.tf32
     row: dict[str, Any] = provenance.device(device, gpu.uuid if gpu else None)
+    if gpu is not None:
+        row["gpu_processes"] = gpu.others()
     cell_meters = meters.Cell(Bench(cfg, device, gpu))  # before the model exists
     limit_address_space(cfg.memory_limit_gb if device.type == "cpu" else None)
     step = make_step(cfg, device)

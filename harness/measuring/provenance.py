@@ -100,7 +100,6 @@ def _nvml_state(uuid: str, nvml: Any) -> dict[str, Any]:
         "sm_clock_mhz": lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_SM),
         "mem_clock_mhz": lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_MEM),
         "temperature_c": lambda: lib.nvmlDeviceGetTemperature(handle, lib.NVML_TEMPERATURE_GPU),
-        "gpu_processes": lambda: len(lib.nvmlDeviceGetComputeRunningProcesses(handle)),
     }
     state = {key: nv.read(fn) for key, fn in readings.items()}
     return {k: None if nv.failed(v) else v for k, v in state.items()}

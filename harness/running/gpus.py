@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,15 +56,25 @@ def _open_lock(path: Path) -> int:
     return fd
 
 
-def lease(gpus: list[tuple[int, str]], where: Path, wait_s: float, poll_s: float = 0.5) -> Lease:
-    """Lock the first free GPU of `gpus` ((index, uuid) pairs), waiting up to `wait_s`.
+def lease(
+    gpus: list[tuple[int, str]],
+    where: Path,
+    wait_s: float,
+    poll_s: float = 0.5,
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    every_s: float = 60.0,
+) -> Lease:
+    """Lock the first free GPU of `gpus` ((index, uuid) pairs), waiting up to `wait_s` and
+    saying what it waits for every `every_s`.
 
     OSError (an unwritable lock directory, say) propagates: the job records it as an error row.
     """
     if not gpus:
         raise NoFreeGpu("no GPU to lease")
     directory = lock_dir(where)
-    deadline = time.monotonic() + wait_s
+    start = time.monotonic()
+    deadline, next_word = start + wait_s, start + every_s
+    names = ", ".join(f"cuda:{i}" for i, _ in gpus)
     while True:
         for index, key in gpus:
             handle = _open_lock(directory / f"{key}.lock")
@@ -72,8 +84,14 @@ def lease(gpus: list[tuple[int, str]], where: Path, wait_s: float, poll_s: float
                 os.close(handle)
                 continue
             return Lease(index, key, handle)
-        if time.monotonic() >= deadline:
-            names = ", ".join(f"cuda:{i}" for i, _ in gpus)
+        now = time.monotonic()
+        if now >= next_word:
+            say(
+                f"attnbench: waiting {now - start:.0f} s (of up to {wait_s:.0f} s) for a free GPU "
+                f"among {names}: other attnbench jobs hold them (locks in {directory})"
+            )
+            next_word = now + every_s
+        if now >= deadline:
             raise NoFreeGpu(
                 f"no free GPU among {names} within {wait_s:.0f} s: other "
                 f"attnbench jobs hold them (locks in {directory})"
