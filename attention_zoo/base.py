@@ -12,9 +12,13 @@ _CHUNK_TOKENS = 16384
 
 
 class Attention(nn.Module):
-    """One fused qkv GEMM, a token-mixing step `mix`, one output projection."""
+    """One fused qkv GEMM, a token-mixing step `mix`, one output projection.
+
+    `kernel`: what ran the token mixing, where a mechanism can tell (sdpa: the backend torch
+    chose); empty otherwise. The harness records the first block's in each row."""
 
     name: str
+    kernel: str = ""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()

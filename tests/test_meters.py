@@ -150,3 +150,15 @@ def test_energy_above_idle_is_the_total_less_the_idle_power_over_the_window():
     without.begin()
     without.end()
     assert without.fields(base.Window(10, 0.1))["energy_above_idle_j_per_img"] is None
+
+
+@pytest.mark.parametrize("options,kernel", [((), None), (("attention.backend=math",), "math")])
+def test_a_row_says_which_kernel_ran_sdpa(monkeypatch, options, kernel):
+    from attention_zoo.sdpa import BACKENDS
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # not this test process's
+    cfg = config("attention=sdpa", *options, "resolution=32", "model.depth=1", *FAST)
+    row = measure.measure(cfg, None, lambda _: None)
+    assert row["attention_kernel"] == kernel or (
+        kernel is None and row["attention_kernel"] in BACKENDS
+    )

@@ -128,6 +128,7 @@ def test_unknown_preset_names_the_choices():
         ("nystrom", {"num_landmarks": 0}),
         ("swin", {"window_size": 0}),
         ("performer", {"num_features": -1}),
+        ("sdpa", {"backend": "fastest"}),
     ],
 )
 def test_bad_option_values(name, options):

@@ -34,6 +34,23 @@ def test_softmax_and_sdpa_equal_the_formula():
     assert_close(layer("sdpa").mix(q, k, v, (6, 8)), expected)
 
 
+def test_sdpa_records_the_backend_torch_chose_and_a_pinned_one_runs_or_says_why():
+    from attention_zoo.sdpa import BACKENDS
+
+    q, k, v = qkv()
+    expected = softmax_attention(q, k, v)
+    auto = layer("sdpa")
+    assert auto.kernel == ""  # nothing ran yet
+    auto.mix(q, k, v, (6, 8))
+    assert auto.kernel in BACKENDS  # torch's own choice, by name
+    for pinned in ("math", "flash"):  # the two this CPU build has
+        attention = layer("sdpa", backend=pinned)
+        assert_close(attention.mix(q, k, v, (6, 8)), expected)
+        assert attention.kernel == pinned
+    with pytest.raises(RuntimeError, match="No viable backend"):  # a GPU-only kernel on a CPU
+        layer("sdpa", backend="efficient").mix(q, k, v, (6, 8))
+
+
 def test_pure_infsa_matches_official_and_has_frobenius_norm_rho():
     q, k, v = qkv()
     mech = layer("infsa")

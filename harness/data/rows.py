@@ -177,6 +177,13 @@ COLUMNS: dict[str, Column] = {
         ),
         Column("revision_repo", "str", "sample", "the git repository that commit is from"),
         Column(
+            "attention_kernel",
+            "str",
+            "provenance",
+            "what ran the token mixing, where the mechanism can tell: sdpa's backend as torch "
+            "chose it (flash, efficient, cudnn, math) or as pinned (attention.backend=...)",
+        ),
+        Column(
             "attention_source",
             "str",
             "outcome",

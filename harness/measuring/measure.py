@@ -128,6 +128,7 @@ def measure(
     warmup_s = timer.warm_up()
     if cfg.compile:
         row["compile_s"] = warmup_s
+    row["attention_kernel"] = step.kernel() or None
     timing = timer.measure(
         on_begin=lambda: cell_meters.begin("window"), on_end=lambda: cell_meters.end("window")
     )

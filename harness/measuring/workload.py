@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from attention_zoo.base import Attention
 from harness.config import Config
 from harness.measuring.cell import build
 
@@ -17,8 +18,20 @@ class Step:
     """The step the timer repeats, and whether warming it up is done (float16 training: once
     GradScaler's scale has settled, so that the timed steps are real optimizer steps)."""
 
-    def __init__(self, run: Callable[[], None], ready: Callable[[], bool] = lambda: True) -> None:
-        self.run, self.ready = run, ready
+    def __init__(
+        self,
+        run: Callable[[], None],
+        ready: Callable[[], bool] = lambda: True,
+        model: torch.nn.Module | None = None,
+    ) -> None:
+        self.run, self.ready, self.model = run, ready, model
+
+    def kernel(self) -> str:
+        """What ran the token mixing, as the first attention block says once it has run (sdpa:
+        the backend torch chose); empty where the mechanism cannot tell."""
+        if self.model is None:
+            return ""
+        return next((str(m.kernel) for m in self.model.modules() if isinstance(m, Attention)), "")
 
     def __call__(self) -> None:
         self.run()
@@ -45,7 +58,7 @@ def make_step(cfg: Config, device: torch.device) -> Step:
             with torch.inference_mode():
                 forward(images)
 
-        return Step(infer)
+        return Step(infer, model=model)
     model.train()
     labels = torch.randint(0, 1000, (cfg.batch_size,), device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -70,4 +83,4 @@ def make_step(cfg: Config, device: torch.device) -> Step:
         scales.append(scaler.get_scale())
         return len(scales) >= 3 and len(set(scales[-3:])) == 1
 
-    return Step(train, settled)
+    return Step(train, settled, model)
