@@ -40,6 +40,9 @@ class GpuConfig:
     lease: bool = True  # each job locks the GPU it measures on: parallel jobs never share one
     lock_dir: str = "${oc.env:ATTNBENCH_LOCK_DIR,/tmp/attnbench-gpu-locks}"
     wait_s: float = 86400.0  # how long a job waits for a free GPU before it is recorded `error`
+    # the CUDA caching allocator's expandable segments: a borderline OOM from fragmentation
+    # (which would skip every larger size) becomes a measurement; recorded in every GPU row
+    expandable_segments: bool = False
 
 
 @dataclass

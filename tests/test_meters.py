@@ -162,3 +162,27 @@ def test_a_row_says_which_kernel_ran_sdpa(monkeypatch, options, kernel):
     assert row["attention_kernel"] == kernel or (
         kernel is None and row["attention_kernel"] in BACKENDS
     )
+
+
+def test_a_gpu_cell_records_reserved_memory_and_the_allocator_settings(monkeypatch):
+    """The CUDA allocator's calls, standing in for a GPU: reserved beside allocated, and the
+    PYTORCH_CUDA_ALLOC_CONF the process ran with (expandable segments added, others kept)."""
+    from harness.measuring.meters import memory as mem
+
+    for name, value in {
+        "synchronize": lambda device=None: None,
+        "empty_cache": lambda: None,
+        "reset_peak_memory_stats": lambda device=None: None,
+        "max_memory_allocated": lambda device=None: 3 * 2**30,
+        "max_memory_reserved": lambda device=None: 5 * 2**30,
+    }.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setenv(mem.ALLOC_CONF, "max_split_size_mb:512,expandable_segments:False")
+    mem.use_expandable_segments()
+    meter = mem.MemoryMeter(torch.device("cuda"))
+    meter.begin()
+    meter.end()
+    row = meter.fields(base.Window(1, 1.0))
+    assert row["peak_mem_bytes"] == 3 * 2**30 and row["reserved_mem_bytes"] == 5 * 2**30
+    assert row["allocator_conf"] == "max_split_size_mb:512,expandable_segments:True"
+    assert row["mem_source"] == "cuda:max_memory_allocated"

@@ -408,6 +408,22 @@ COLUMNS: dict[str, Column] = {
             "how peak memory was read (cuda:max_memory_allocated, cpu:vmhwm...)",
         ),
         Column(
+            "reserved_mem_bytes",
+            "int",
+            "memory",
+            "GPU cells: the CUDA caching allocator's peak reserved memory, bytes (allocated plus "
+            "what its segments hold free: what the device had to give)",
+            unit="B",
+            aggregate="median",
+        ),
+        Column(
+            "allocator_conf",
+            "str",
+            "memory",
+            "GPU cells: PYTORCH_CUDA_ALLOC_CONF as the cell's process ran with it (empty: "
+            "torch's defaults); gpu.expandable_segments=true adds expandable_segments:True",
+        ),
+        Column(
             "compile_s",
             "float",
             "timing",

@@ -19,6 +19,7 @@ from harness import paths
 from harness.config import Config
 from harness.measuring import cell, flops, meters, provenance, revisions
 from harness.measuring.gpu import GpuSide
+from harness.measuring.meters import memory
 from harness.measuring.meters.base import Bench, Window
 from harness.measuring.timing import Timer, Timing
 from harness.measuring.workload import make_step
@@ -112,6 +113,8 @@ def measure(
         use_revision(cfg, send)
     send(counts(cfg, send))
     device = torch.device(cfg.device)
+    if device.type == "cuda" and cfg.gpu.expandable_segments:
+        memory.use_expandable_segments()  # the allocator reads it when CUDA starts
     gpu = GpuSide.before_cuda(device, uuid) if device.type == "cuda" else None
     if gpu is not None:
         gpu.make_context()  # from here on this process is on the GPU's process list

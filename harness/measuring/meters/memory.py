@@ -12,6 +12,7 @@ installations by tens of MB).
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from harness.measuring.meters.base import Bench, Plug, Window
 
 _STATUS = Path("/proc/self/status")
+ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 
 
 def _status_kib(field: str) -> int | None:
@@ -38,6 +40,7 @@ class MemoryMeter:
         self.device = device
         self.source = ""
         self.peak: int | None = None
+        self.reserved: int | None = None
         cpu = device.type != "cuda"
         self.baseline_kib = (_status_kib("VmRSS") or 0) if cpu else 0
         self.file_kib = (_status_kib("RssFile") or 0) if cpu else 0
@@ -57,9 +60,15 @@ class MemoryMeter:
 
     def end(self) -> None:
         self.peak = self._peak()
+        if self.device.type == "cuda":
+            self.reserved = int(torch.cuda.max_memory_reserved(self.device))
 
     def fields(self, window: Window) -> dict[str, Any]:
-        return {"peak_mem_bytes": self.peak, "mem_source": self.source}
+        out = {"peak_mem_bytes": self.peak, "mem_source": self.source}
+        if self.device.type == "cuda":
+            out["reserved_mem_bytes"] = self.reserved
+            out["allocator_conf"] = os.environ.get(ALLOC_CONF, "")
+        return out
 
     def _peak(self) -> int | None:
         if self.device.type == "cuda":
@@ -81,4 +90,18 @@ def _make(bench: Bench) -> MemoryMeter:
 
 
 # spans the warm-up too: the first steps allocate what the timed ones reuse
-PLUG = Plug("memory", ("peak_mem_bytes", "mem_source"), ("cpu", "cuda"), "run", _make)
+PLUG = Plug(
+    "memory",
+    ("peak_mem_bytes", "mem_source", "reserved_mem_bytes", "allocator_conf"),
+    ("cpu", "cuda"),
+    "run",
+    _make,
+)
+
+
+def use_expandable_segments() -> None:
+    """Before CUDA starts in this process: the allocator's expandable segments, kept beside
+    whatever else PYTORCH_CUDA_ALLOC_CONF already says."""
+    settings = [s for s in os.environ.get(ALLOC_CONF, "").split(",") if s]
+    settings = [s for s in settings if not s.startswith("expandable_segments:")]
+    os.environ[ALLOC_CONF] = ",".join([*settings, "expandable_segments:True"])
