@@ -79,7 +79,7 @@ class FakeNvml:
         self.counter_supported = counter_supported
         self.period_s, self.idle_w, self.load_w = period_s, idle_w, load_w
         self.host_pid_offset = host_pid_offset
-        self.others = list(others)
+        self.others = dict(others) if isinstance(others, dict) else list(others)  # by UUID, or all
         self.old_driver = old_driver
         self.instant_field = instant_field
         self.start = time.monotonic()
@@ -199,7 +199,8 @@ class FakeNvml:
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
         if self.old_driver:
             raise NVMLLibraryMismatchError("nvmlDeviceGetComputeRunningProcesses_v3 not found")
-        pids = [pid + self.host_pid_offset for pid in self.contexts] + self.others
+        others = self.others.get(handle, []) if isinstance(self.others, dict) else self.others
+        pids = [pid + self.host_pid_offset for pid in self.contexts] + list(others)
         return [SimpleNamespace(pid=pid, usedGpuMemory=0) for pid in pids]
 
     def _reasons(self) -> int:
@@ -212,9 +213,7 @@ class FakeNvml:
         return self._reasons()
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle) -> int:
-        if self.old_driver:
-            raise NVMLLibraryMismatchError("nvmlDeviceGetCurrentClocksThrottleReasons not found")
-        return self._reasons()
+        return self._reasons()  # the older name: every driver has it
 
     def nvmlDeviceGetClockInfo(self, handle, clock) -> int:
         if clock != NVML_CLOCK_SM:

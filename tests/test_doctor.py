@@ -4,6 +4,7 @@ GPU is judged through the NVML double."""
 import re
 import subprocess
 import sys
+import time
 
 from fake_nvml import FakeNvml
 
@@ -53,3 +54,34 @@ def test_an_old_driver_leaves_findings_unknown_not_a_crash():
     checks = {f.check: f for f in found}
     assert checks["other processes"].status == "unknown"
     assert checks["instant power field"].value == "no"
+
+
+def test_the_doctor_judges_the_gpus_this_process_may_use(monkeypatch):
+    """A shared node: another user's job on the second GPU is not this sweep's problem."""
+    nvml = FakeNvml(uuids=("GPU-aaaa", "GPU-bbbb"), others={"GPU-bbbb": [4242]})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    found, _ = doctor.gpu_findings(nvml, probe_self=False)
+    assert {f.area for f in found} - {"gpu"} == {"cuda:0"}
+    assert {f.check: f for f in found}["other processes"].status == "ok"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbb")  # by UUID: the second, as cuda:0
+    found, _ = doctor.gpu_findings(nvml, probe_self=False)
+    names = {f.value for f in found if f.check == "name / UUID"}
+    assert any("GPU-bbbb" in n for n in names) and not any("GPU-aaaa" in n for n in names)
+    assert {f.check: f for f in found}["other processes"].status == "fail"
+
+
+def test_an_old_driver_still_shows_its_throttle_reasons():
+    nvml = FakeNvml(old_driver=True)
+    nvml.script(clocks_event_reasons=[0x40])
+    found, _ = doctor.gpu_findings(nvml, probe_self=False)
+    assert {f.check: f for f in found}["throttle reasons now"].status == "fail"
+
+
+def test_a_probe_that_never_starts_is_reported_not_waited_for():
+    nvml = FakeNvml()
+    start = time.monotonic()
+    finding = doctor.sees_itself(
+        nvml, "GPU-fake", 0, code="import time; time.sleep(60)", timeout_s=0.5
+    )
+    assert finding.status == "unknown" and "no CUDA context within" in finding.value
+    assert time.monotonic() - start < 30

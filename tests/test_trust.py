@@ -110,12 +110,13 @@ def test_gpu_clocks_judge_the_window(script, thermal_s, valid, text):
     assert "50 -> 61 C" in check.note and "power limit held clocks down 0.0%" in check.note
 
 
-def test_gpu_clocks_unreadable_on_an_old_driver_degrade_to_a_note():
-    nvml = FakeNvml(old_driver=True)
+def test_gpu_clocks_on_an_old_driver_read_the_older_throttle_reasons():
+    nvml = FakeNvml(old_driver=True)  # no nvmlDeviceGetCurrentClocksEventReasons before 535
+    nvml.script(clocks_event_reasons=[0, 0x40])
     meter = contention.GpuClocks(nvml, "GPU-fake")
     meter.begin()
     check = meter.end()
-    assert check.valid and "clock event reasons unreadable at the end" in check.note
+    assert not check.valid and "hardware thermal slowdown at the window's end" in check.note
 
 
 def test_revision_values_are_quoted_for_hydra():

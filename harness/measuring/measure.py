@@ -7,6 +7,7 @@ count all belong to this cell alone.
 from __future__ import annotations
 
 import mmap
+import os
 import random
 import resource
 import sys
@@ -113,6 +114,8 @@ def measure(
         use_revision(cfg, send)
     send(counts(cfg, send))
     device = torch.device(cfg.device)
+    if device.type == "cuda":  # CUDA's device order as NVML's (the lease's UUID is checked)
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     if device.type == "cuda" and cfg.gpu.expandable_segments:
         memory.use_expandable_segments()  # the allocator reads it when CUDA starts
     gpu = GpuSide.before_cuda(device, uuid) if device.type == "cuda" else None

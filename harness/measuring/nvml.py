@@ -57,6 +57,15 @@ def read(fn: Callable[[], T]) -> T | str:
         return f"unavailable: {type(err).__name__}: {err}"
 
 
+def clock_reasons(nvml: Any, handle: Any) -> Any:
+    """The GPU's clock event reasons now (a bit mask), or why they cannot be read; drivers before
+    535 name the call "throttle reasons"."""
+    reasons = read(lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
+    if failed(reasons):
+        reasons = read(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
+    return reasons
+
+
 def failed(reading: object) -> bool:
     """Whether a `read` result is the reason it failed rather than a value."""
     return isinstance(reading, str) and reading.startswith("unavailable: ")

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -158,12 +159,19 @@ def counter_step(nvml: Any, handle: Any, seconds: float = STEP_PROBE_S) -> float
     return gaps[len(gaps) // 2] if gaps else None
 
 
-def sees_itself(nvml: Any, handle: Any, index: int) -> Finding:
-    """Start a process that makes a CUDA context on the GPU and see how it shows up in NVML."""
-    code = (
-        "import sys, torch; torch.empty(1, device=f'cuda:{sys.argv[1]}'); "
-        "print('ready', flush=True); sys.stdin.read()"
-    )
+PROBE = (
+    "import sys, torch; torch.empty(1, device=f'cuda:{sys.argv[1]}'); "
+    "print('ready', flush=True); sys.stdin.read()"
+)
+PROBE_TIMEOUT_S = 60.0
+
+
+def sees_itself(
+    nvml: Any, handle: Any, index: int, code: str = PROBE, timeout_s: float = PROBE_TIMEOUT_S
+) -> Finding:
+    """Start a process that makes a CUDA context on the GPU (its CUDA index, in PCI order as
+    NVML's) and see how it shows up in NVML; a probe that does not start in `timeout_s` is
+    reported, not waited for."""
     before = nv.read(lambda: {p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)})
     if isinstance(before, str):
         return Finding(
@@ -179,14 +187,26 @@ def sees_itself(nvml: Any, handle: Any, index: int) -> Finding:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=os.environ | {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"},
         )
     except OSError as err:
         return Finding("gpu", "process list", f"could not start a probe: {err}", "unknown")
     try:
-        child.stdout.readline() if child.stdout else None
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], timeout_s)
+        if not ready:
+            return Finding(
+                "gpu",
+                "process list",
+                f"a probe made no CUDA context within {timeout_s:.0f} s",
+                "unknown",
+                "sharing with another job was not checked",
+            )
+        child.stdout.readline()
         after = {p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)}
     finally:
         child.kill()
+        child.wait()
     new = after - before
     if child.pid in new:
         return Finding("gpu", "process list", "a process sees itself under its own PID", "ok")
@@ -208,7 +228,9 @@ def sees_itself(nvml: Any, handle: Any, index: int) -> Finding:
 
 
 def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Finding], list[str]]:
-    """Findings for every GPU, and what could not be seen."""
+    """Findings for every GPU this process may use (CUDA_VISIBLE_DEVICES, mapped to NVML by
+    UUID: another job's GPU on a shared node is not ours to judge), and what could not be
+    seen."""
     try:
         lib = nv.load(nvml)
     except nv.Unavailable as err:
@@ -219,12 +241,19 @@ def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Findin
         ),
         Finding("gpu", "NVML", str(nv.read(lambda: nv.text(lib.nvmlSystemGetNVMLVersion()))), "ok"),
     ]
-    count = nv.read(lib.nvmlDeviceGetCount)
-    if nv.failed(count) or not count:
-        return found, [f"GPU: NVML lists no GPU ({count})"]
-    for index in range(int(count)):
-        handle = lib.nvmlDeviceGetHandleByIndex(index)
-        name = f"gpu{index}"
+    try:
+        visible = nv.visible_gpus(lib)
+    except Exception as err:  # noqa: BLE001  (an old driver's mismatch is not an NVMLError)
+        return found, [f"GPU: cannot list the GPUs: {err}"]
+    if not visible:
+        return found, ["GPU: NVML lists no GPU this process may use"]
+    for index, uuid in visible:  # CUDA_VISIBLE_DEVICES's GPUs, not every GPU of the node
+        name = f"cuda:{index}"
+        try:
+            handle = nv.handle(lib, uuid)
+        except nv.Unavailable as err:
+            found.append(Finding(name, "name / UUID", str(err), "unknown"))
+            continue
 
         def read(fn: Any, handle: Any = handle) -> Any:
             return nv.read(lambda: fn(handle))
@@ -341,7 +370,7 @@ def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Findin
                 "changed from default" if capped else "",
             )
         )
-        reasons = read(lib.nvmlDeviceGetCurrentClocksEventReasons)
+        reasons = nv.clock_reasons(lib, handle)
         slow = (
             [] if nv.failed(reasons) else [n for b, n in GPU_SLOWDOWNS.items() if int(reasons) & b]
         )

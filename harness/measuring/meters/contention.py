@@ -186,11 +186,7 @@ class GpuClocks:
         self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
 
     def _reasons(self) -> Any:
-        lib, h = self.nvml, self.handle
-        reasons = nv.read(lambda: lib.nvmlDeviceGetCurrentClocksEventReasons(h))
-        if nv.failed(reasons):  # drivers before 535 name it "throttle reasons"
-            reasons = nv.read(lambda: lib.nvmlDeviceGetCurrentClocksThrottleReasons(h))
-        return reasons
+        return nv.clock_reasons(self.nvml, self.handle)
 
     def _sm(self) -> Any:
         return nv.read(
