@@ -68,6 +68,9 @@ class Config:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model; compile time is reported, never timed
+    # torch.compile's mode: reduce-overhead replays CUDA graphs, so a small GPU cell measures
+    # the GPU rather than Python's kernel launches (see gpu_busy_share)
+    compile_mode: str = "default"
     tf32: bool = False  # allow TF32 matmuls/convolutions on Ampere+ GPUs
     threads: int | None = None  # torch intra-op threads (null: the CPUs this process may use)
     trials: int = 1  # independent measurements of each cell, each in its own process

@@ -68,6 +68,7 @@ class FakeNvml:
         simple=None,
         settle_s=0.15,
         pstate_delay_s=0.03,
+        busy_util=100,
         idle_sm_mhz=345,
         load_sm_mhz=1980,
     ) -> None:
@@ -90,6 +91,7 @@ class FakeNvml:
         self.scripted: dict[str, list] = {}
         self.settle_s, self.idle_sm_mhz, self.load_sm_mhz = settle_s, idle_sm_mhz, load_sm_mhz
         self.pstate_delay_s = pstate_delay_s
+        self.busy_util = busy_util  # % of a sample period with a kernel running, while loaded
         self.limited: dict[int, list[tuple[float, bool]]] = {}
 
     # ---- the simulated board
@@ -220,6 +222,10 @@ class FakeNvml:
             return 2619
         idle = self.phase(self.now()) == "idle" and any(b for _, b in self.busy_since)
         return self._next("sm_clock_mhz", self.idle_sm_mhz if idle else self.load_sm_mhz)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        busy = self.phase(self.now()) == "busy"
+        return SimpleNamespace(gpu=self.busy_util if busy else 0, memory=0)
 
     def nvmlDeviceGetViolationStatus(self, handle, policy):
         now, held, since = self.now(), 0.0, None

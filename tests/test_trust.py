@@ -13,7 +13,8 @@ import pytest
 from fake_nvml import FakeNvml
 from fixtures import FAST, attnbench, config, row
 
-from harness.measuring import revisions
+from harness.measuring import cell, revisions
+from harness.measuring.cell import CellError
 from harness.measuring.meters import contention
 from harness.reporting import analysis
 from harness.running import sweep
@@ -214,3 +215,29 @@ def test_the_summary_counts_untrustworthy_cells_and_silent_jobs():
     text = sweep.summary(table, [["a"], ["b"], ["c"]])
     assert "2 cells: 2 ok; 1 of 2 ok cells have untrustworthy timing" in text
     assert "1 planned cells wrote no row: c" in text
+
+
+@pytest.mark.parametrize("util,flagged", [(100, False), (40, True)])
+def test_a_gpu_that_waits_for_launches_is_flagged_launch_bound(util, flagged):
+    nvml = FakeNvml(busy_util=util)
+    meter = contention.GpuClocks(nvml, "GPU-fake", interval_s=0.02)
+    nvml.set_busy(True)
+    meter.begin()
+    time.sleep(0.2)
+    check = meter.end()
+    assert meter.busy_share == pytest.approx(util / 100)
+    assert check.valid  # its timing is true: of launches, and the note says so
+    assert ("launch-bound: the GPU ran kernels 40% of the window" in check.note) == flagged
+
+
+def test_compile_modes_are_checked_and_part_of_the_identity():
+    from harness.data import rows
+
+    with pytest.raises(CellError, match="valid choices: default, reduce-overhead"):
+        config("compile=true", "compile_mode=fastest")
+    with pytest.raises(CellError, match="needs compile=true"):
+        config("compile_mode=reduce-overhead")
+    graphs = cell.fields(config("compile=true", "compile_mode=reduce-overhead"))
+    plain = cell.fields(config("compile=true"))
+    assert plain["compile_mode"] is None  # torch's default, as rows before the setting say
+    assert rows.identity(graphs) != rows.identity(plain)

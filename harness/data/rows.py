@@ -161,6 +161,13 @@ COLUMNS: dict[str, Column] = {
         ),
         Column("device", "str", "identity", "torch device the cell ran on (cpu, cuda:N)"),
         Column("compile", "bool", "identity", "whether the model went through torch.compile"),
+        Column(
+            "compile_mode",
+            "str",
+            "identity",
+            "torch.compile's mode when not its default (reduce-overhead: CUDA graphs; "
+            "max-autotune, max-autotune-no-cudagraphs); empty: default or not compiled",
+        ),
         Column("tf32", "bool", "identity", "TF32 matmuls and convolutions allowed"),
         Column("threads", "int", "identity", "torch intra-op threads the cell ran with"),
         Column(
@@ -275,6 +282,14 @@ COLUMNS: dict[str, Column] = {
             "false when the window's timing cannot be trusted (CPU contention, GPU throttling; "
             "thresholds in the README)",
             aggregate="all",
+        ),
+        Column(
+            "gpu_busy_share",
+            "float",
+            "timing",
+            "GPU cells: the share of the window in which the GPU ran kernels (NVML utilisation, "
+            "sampled); under 0.8 the cell is launch-bound and timing_note says so",
+            aggregate="median",
         ),
         Column(
             "timing_note",
@@ -516,6 +531,7 @@ IDENTITY = (
     "dtype",
     "device",
     "compile",
+    "compile_mode",
     "tf32",
     "threads",
 )

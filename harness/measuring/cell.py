@@ -14,6 +14,7 @@ from harness.measuring.meters.contention import usable_cpus
 
 MODES = ("infer", "train")
 DTYPES = ("float32", "bfloat16", "float16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class CellError(ValueError):
@@ -58,6 +59,12 @@ def validate(cfg: Config) -> Config:
         raise CellError(f"unknown mode {cfg.mode!r}; valid choices: {', '.join(MODES)}")
     if cfg.dtype not in DTYPES:
         raise CellError(f"unknown dtype {cfg.dtype!r}; valid choices: {', '.join(DTYPES)}")
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise CellError(
+            f"unknown compile_mode {cfg.compile_mode!r}; valid choices: {', '.join(COMPILE_MODES)}"
+        )
+    if cfg.compile_mode != "default" and not cfg.compile:
+        raise CellError(f"compile_mode={cfg.compile_mode} needs compile=true")
     if cfg.batch_size < 1:
         raise CellError(f"batch_size must be an integer >= 1, got {cfg.batch_size!r}")
     if cfg.threads is not None and cfg.threads < 1:
@@ -134,6 +141,8 @@ def fields(cfg: Config) -> dict[str, Any]:
         "dtype": cfg.dtype,
         "device": cfg.device,
         "compile": cfg.compile,
+        # torch's default mode is left empty, as rows from before the setting have it
+        "compile_mode": None if cfg.compile_mode == "default" else cfg.compile_mode,
         "tf32": cfg.tf32,
         "threads": cfg.threads,
         "trial": cfg.trial,

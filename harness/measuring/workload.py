@@ -50,7 +50,8 @@ def make_step(cfg: Config, device: torch.device) -> Step:
         model = model.eval().to(dtype)  # cast before moving: no float32 copy on the device
     model = model.to(device)
     images = torch.randn(cfg.batch_size, 3, *cfg.hw, device=device, dtype=torch.float32)
-    forward = torch.compile(model) if cfg.compile else model
+    mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+    forward = torch.compile(model, mode=mode) if cfg.compile else model
     if cfg.mode == "infer":
         images = images.to(dtype)
 

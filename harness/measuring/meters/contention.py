@@ -35,6 +35,7 @@ MAX_STEAL_SHARE = 0.05
 MIN_CLOCK_RATIO = 0.90
 MAX_LOW_CLOCK_SHARE = 0.10  # of the window's SM clock samples below MIN_CLOCK_RATIO of the top
 MAX_THERMAL_SHARE = 0.01  # of the window the thermal limit may hold the clocks down
+MIN_BUSY_SHARE = 0.80  # of the window the GPU ran kernels, below which a cell is launch-bound
 CLOCK_SAMPLE_S = 0.05
 # nvmlPerfPolicyType_t: how long each limit held the clocks below application clocks
 VIOLATION_POLICIES = {"power": 0, "thermal": 1}
@@ -145,12 +146,13 @@ class CpuContention:
 
 
 class ClockSampler:
-    """A thread reading the SM clock every `interval_s` during the window: a dip in the middle
-    shows here, where the two ends cannot see it."""
+    """A thread reading the SM clock and NVML's utilisation every `interval_s` during the
+    window: a dip in the middle shows here, where the two ends cannot see it."""
 
-    def __init__(self, read: Any, interval_s: float) -> None:
-        self.read, self.interval_s = read, interval_s
+    def __init__(self, read: Any, interval_s: float, busy: Any = None) -> None:
+        self.read, self.interval_s, self.busy = read, interval_s, busy
         self.samples: list[int] = []
+        self.busy_samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -159,6 +161,9 @@ class ClockSampler:
             value = self.read()
             if not nv.failed(value):
                 self.samples.append(int(value))
+            busy = self.busy() if self.busy is not None else "unavailable: not asked"
+            if not nv.failed(busy):
+                self.busy_samples.append(float(busy))
             self._stop.wait(self.interval_s)
 
     def start(self) -> None:
@@ -184,6 +189,7 @@ class GpuClocks:
 
     def __init__(self, nvml: Any, handle: Any, interval_s: float = CLOCK_SAMPLE_S) -> None:
         self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
+        self.busy_share: float | None = None
 
     def _reasons(self) -> Any:
         return nv.clock_reasons(self.nvml, self.handle)
@@ -192,6 +198,10 @@ class GpuClocks:
         return nv.read(
             lambda: self.nvml.nvmlDeviceGetClockInfo(self.handle, self.nvml.NVML_CLOCK_SM)
         )
+
+    def _busy(self) -> Any:
+        """The share of NVML's last sample period in which a kernel ran (0..1)."""
+        return nv.read(lambda: self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu / 100)
 
     def _temp(self) -> Any:
         lib, h = self.nvml, self.handle
@@ -209,7 +219,7 @@ class GpuClocks:
     def begin(self) -> None:
         self._start = {"reasons": self._reasons(), "temp": self._temp()}
         self._violations0 = self._violations()
-        self._sampler = ClockSampler(self._sm, self.interval_s)
+        self._sampler = ClockSampler(self._sm, self.interval_s, self._busy)
         self._sampler.start()
         self._t0 = time.perf_counter()
 
@@ -256,6 +266,15 @@ class GpuClocks:
                 )
         if not (nv.failed(self._start["temp"]) or nv.failed(temp)):
             evidence.append(f"{self._start['temp']} -> {temp} C")
+        busy = self._sampler.busy_samples
+        self.busy_share = sum(busy) / len(busy) if busy else None
+        if self.busy_share is not None and self.busy_share < MIN_BUSY_SHARE:
+            evidence.insert(
+                0,
+                f"launch-bound: the GPU ran kernels {self.busy_share:.0%} of the window, so this "
+                "times Python's kernel launches more than the GPU (compile=true "
+                "compile_mode=reduce-overhead replays CUDA graphs)",
+            )
         return TimingCheck(not problems, "; ".join(problems + evidence))
 
 
@@ -293,12 +312,18 @@ class TimingChecks:
         self.verdicts = [check.end() for check in self.checks]
 
     def fields(self, window: Window) -> dict[str, Any]:
+        busy = [c.busy_share for c in self.checks if isinstance(c, GpuClocks)]
         return {
             "timing_valid": all(v.valid for v in self.verdicts),
             "timing_note": "; ".join(v.note for v in self.verdicts if v.note),
+            "gpu_busy_share": busy[0] if busy else None,
         }
 
 
 PLUG = Plug(
-    "timing_checks", ("timing_valid", "timing_note"), ("cpu", "cuda"), "window", TimingChecks.make
+    "timing_checks",
+    ("timing_valid", "timing_note", "gpu_busy_share"),
+    ("cpu", "cuda"),
+    "window",
+    TimingChecks.make,
 )
