@@ -32,6 +32,7 @@ class TimingConfig:
 @dataclass
 class EnergyConfig:
     idle_s: float = 1.0  # idle power measured this long before each cell (0: skip)
+    settle_s: float = 30.0  # GPU: wait at most this long for the temperature to settle first
     sample_interval_s: float = 0.05  # NVML power sampling period (instant power, 50 ms)
 
 
@@ -74,6 +75,10 @@ class Config:
     tf32: bool = False  # allow TF32 matmuls/convolutions on Ampere+ GPUs
     threads: int | None = None  # torch intra-op threads (null: the CPUs this process may use)
     trials: int = 1  # independent measurements of each cell, each in its own process
+    # the order cells run in: grid (each mechanism's sizes back to back) or shuffled (seeded,
+    # so a cell's energy cannot depend on how hot the one before it left the GPU)
+    order: str = "grid"
+    order_seed: int = 0
     trial: int = 0  # which of them this job is (set by the sweeper)
     revision: str | None = None  # measure this git revision of the mechanism's package
     revision_repo: str | None = None  # the git repository of `revision` (null: the current dir's)

@@ -108,7 +108,7 @@ def window_on_a_gpu(monkeypatch, order=None):
     if order is not None:
         monkeypatch.setattr(meters, "METERS", order)
     nvml = FakeNvml()
-    cfg = config("resolution=32", "model.depth=1", "energy.idle_s=0")
+    cfg = config("resolution=32", "model.depth=1", "energy.idle_s=0", "energy.settle_s=0")
     cell_meters = meters.Cell(base.Bench(cfg, torch.device("cuda"), FakeGpu(nvml)))
     cell_meters.begin("window")
     nvml.set_busy(True)
@@ -186,3 +186,29 @@ def test_a_gpu_cell_records_reserved_memory_and_the_allocator_settings(monkeypat
     assert row["peak_mem_bytes"] == 3 * 2**30 and row["reserved_mem_bytes"] == 5 * 2**30
     assert row["allocator_conf"] == "max_split_size_mb:512,expandable_segments:True"
     assert row["mem_source"] == "cuda:max_memory_allocated"
+
+
+def test_a_gpu_cell_waits_for_its_temperature_to_settle_and_knows_how_long_the_gpu_rested(
+    tmp_path, monkeypatch
+):
+    from harness.measuring.meters import gpu_state
+
+    monkeypatch.setattr(gpu_state, "SETTLE_POLL_S", 0.01)
+    nvml = FakeNvml()
+    nvml.script(temperature_c=[72, 68, 65, 63, 63, 62, 62])  # cooling after the last cell
+    stamp = tmp_path / "GPU-fake.last-window"
+    first = gpu_state.GpuState(nvml, UUID, stamp, settle_s=5.0)
+    assert first.settled is True and first.idle_before_s is None  # none on record yet
+    assert nvml.nvmlDeviceGetTemperature(UUID, 0) == 62  # it read until the readings held
+    first.begin()
+    first.end()  # writes the stamp
+    time.sleep(0.2)
+    second = gpu_state.GpuState(nvml, UUID, stamp, settle_s=5.0)
+    assert 0.2 <= second.idle_before_s < 5
+    second.begin()
+    row = second.fields(base.Window(1, 1.0))
+    assert row["window_start_temperature_c"] == 62 and row["settled"] is True
+    heating = FakeNvml()
+    heating.script(temperature_c=list(range(40, 90)))  # never settles: bounded, and said
+    late = gpu_state.GpuState(heating, UUID, None, settle_s=0.1)
+    assert late.settled is False and 0.1 <= late.settle_s < 1

@@ -11,8 +11,22 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from harness.running.sweep import PlanError, expand
 
 
-def plan(*overrides, trials=1):
-    return expand(OverridesParser.create().parse_overrides(list(overrides)), trials)
+def plan(*overrides, trials=1, **order):
+    return expand(OverridesParser.create().parse_overrides(list(overrides)), trials, **order)
+
+
+def test_a_shuffled_order_is_seeded_keeps_the_sides_together_and_each_round_whole():
+    grid = ("attention=softmax,sdpa,linear_infsa", "resolution=32,64,96", "revision=a,b")
+    ordered = plan(*grid, trials=2)
+    shuffled = plan(*grid, trials=2, order="shuffled", seed=3)
+    assert sorted(map(tuple, shuffled)) == sorted(map(tuple, ordered)) and shuffled != ordered
+    assert shuffled == plan(*grid, trials=2, order="shuffled", seed=3)  # the seed decides
+    assert shuffled != plan(*grid, trials=2, order="shuffled", seed=4)
+    for first, second in zip(shuffled[::2], shuffled[1::2], strict=True):  # A/B back to back
+        assert first[:2] == second[:2] and first[-1] == second[-1]
+    assert [j[-1] for j in shuffled] == ["trial=0"] * 18 + ["trial=1"] * 18  # rounds stay whole
+    with pytest.raises(PlanError, match="valid choices: grid, shuffled"):
+        plan(*grid, order="random")
 
 
 def test_product_of_choices_and_ranges_in_order():

@@ -360,8 +360,9 @@ COLUMNS: dict[str, Column] = {
             "energy_resolution",
             "float",
             "energy",
-            "uncertainty of energy_j_per_img from the counter's steps, as a fraction (over 0.01 "
-            "makes energy_valid false)",
+            "a lower bound on the uncertainty of energy_j_per_img: the counter's read timing "
+            "only, as a fraction (over 0.01 makes energy_valid false); the sensor may see part "
+            "of the runtime (A100/H100: ~25%, arXiv 2312.02741), which it does not include",
         ),
         Column(
             "energy_valid",
@@ -481,6 +482,36 @@ COLUMNS: dict[str, Column] = {
             "state",
             "GPU temperature when the cell started, C",
             unit="C",
+        ),
+        Column(
+            "window_start_temperature_c",
+            "int",
+            "state",
+            "GPU cells: the GPU's temperature when the timed window began, C",
+            unit="C",
+        ),
+        Column(
+            "idle_before_s",
+            "float",
+            "state",
+            "GPU cells: seconds since the previous cell on this GPU ended its window (empty: none "
+            "on record); a short gap means it started warm from that cell",
+            unit="s",
+        ),
+        Column(
+            "settle_s",
+            "float",
+            "state",
+            "GPU cells: seconds waited for the temperature to settle before the idle power was "
+            "measured (at most energy.settle_s)",
+            unit="s",
+        ),
+        Column(
+            "settled",
+            "bool",
+            "state",
+            "GPU cells: whether the temperature settled (moved at most 1 C over 3 reads 0.5 s "
+            "apart) within energy.settle_s; false: the cell started while it still changed",
         ),
         Column(
             "gpu_processes",

@@ -11,6 +11,7 @@ below: to resume, and to skip what is sure to run out of memory.
 from __future__ import annotations
 
 import itertools
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -34,8 +35,15 @@ class PlanError(ValueError):
     """The sweep cannot be enumerated: the message says which override and why."""
 
 
-def expand(overrides: Sequence[Override], trials: int) -> list[list[str]]:
-    """Every job's overrides: the product of the sweeps, repeated `trials` times.
+ORDERS = ("grid", "shuffled")
+
+
+def expand(
+    overrides: Sequence[Override], trials: int, order: str = "grid", seed: int = 0
+) -> list[list[str]]:
+    """Every job's overrides: the product of the sweeps, repeated `trials` times; with
+    order=shuffled each round of the grid in a seeded random order (the A/B sides of a cell
+    stay together), so that what ran before a cell, and how hot it left the device, varies.
 
     Trials go round the whole grid (all cells once, then all again), so the repeats of one cell
     are apart in time and a burst of noise cannot hit all of them. The A/B sides of a cell run
@@ -60,18 +68,22 @@ def expand(overrides: Sequence[Override], trials: int) -> list[list[str]]:
             raise PlanError(f"{override.input_line}: matches no value")
     values.pop("trials", None)
     values.pop("trial", None)
-    order = sorted(values, key=lambda k: k == INNERMOST)  # stable: INNERMOST last
-    grid = [list(job) for job in itertools.product(*(values[k] for k in order))]
+    keys = sorted(values, key=lambda k: k == INNERMOST)  # stable: INNERMOST last
+    grid = [list(job) for job in itertools.product(*(values[k] for k in keys))]
     if trials < 1:
         raise PlanError(f"trials must be >= 1, got {trials}")
-    if trials == 1:
-        return grid
+    if order not in ORDERS:
+        raise PlanError(f"unknown order {order!r}; valid choices: {', '.join(ORDERS)}")
     sides = len(values.get(INNERMOST, [None]))
+    blocks = [grid[start : start + sides] for start in range(0, len(grid), sides)]
+    rng = random.Random(seed)
     out = []
     for t in range(trials):
-        for start in range(0, len(grid), sides):
-            block = grid[start : start + sides]
-            out += [job + [f"trial={t}"] for job in (block[::-1] if t % 2 else block)]
+        if order == "shuffled":
+            rng.shuffle(blocks)
+        for block in blocks:
+            sided = block[::-1] if t % 2 else block
+            out += [job + [f"trial={t}"] if trials > 1 else job for job in sided]
     return out
 
 
@@ -169,7 +181,13 @@ def run(
     try:
         wanted = [f"{k}={v}" for k, v in params.items()] + list(arguments)
         jobs, revisions = pin_revisions(
-            expand(parser.parse_overrides(wanted), int(config.trials)), config
+            expand(
+                parser.parse_overrides(wanted),
+                int(config.trials),
+                str(config.order),
+                int(config.order_seed),
+            ),
+            config,
         )
         budget = launcher_budget(config.hydra.get("launcher"))
         if budget is not None and budget[0] < 30:

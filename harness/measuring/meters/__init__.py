@@ -6,13 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.measuring.meters import contention, energy, memory
+from harness.measuring.meters import contention, energy, gpu_state, memory
 from harness.measuring.meters.base import Bench, Meter, Plug, Window
 
-# Begun in this order, ended in the reverse one: the timing checks last and first, nearest to
-# the window's edges, so the GPU's clocks are read at the end before the energy meter waits for
-# its counter's next step with the GPU already idle.
-METERS: tuple[Plug, ...] = (memory.PLUG, energy.DEVICE, energy.HOST, contention.PLUG)
+# Made, and begun, in this order, ended in the reverse one: the GPU's state first (it waits for
+# the temperature to settle before the energy meter measures idle power), the timing checks
+# last and first, nearest to the window's edges, so the GPU's clocks are read at the end before
+# the energy meter waits for its counter's next step with the GPU already idle.
+METERS: tuple[Plug, ...] = (
+    memory.PLUG,
+    gpu_state.PLUG,
+    energy.DEVICE,
+    energy.HOST,
+    contention.PLUG,
+)
 
 
 def for_device(device_type: str) -> list[Plug]:
