@@ -158,3 +158,16 @@ def test_skip_decisions_read_the_cells_index_and_the_row_stays_the_truth(tmp_pat
     assert len(list((tmp_path / INDEX).iterdir())) == 2  # one directory per cell
     kept.unlink()  # a deleted row is measured again, whatever the index says
     assert store.entries(bigger) == []
+
+
+def test_a_measurement_made_again_elsewhere_supersedes_its_earlier_row(tmp_path):
+    from harness.data.store import SUPERSEDED, RunStore
+
+    store = RunStore(tmp_path)
+    failed = base(status="error", error="stopped: the job got SIGTERM", tokens=196)
+    store.record(tmp_path / "window_s=6", failed)
+    store.record(tmp_path / "window_s=1", base(tokens=196))  # resumed with another setting
+    assert [r["status"] for r in rows.read_rows(tmp_path)] == ["ok"]  # one row per sample
+    assert (tmp_path / "window_s=6" / SUPERSEDED).is_file()  # kept, not lost
+    store.record(tmp_path / "window_s=1", base(tokens=196))  # the same directory: rewritten
+    assert len(rows.read_rows(tmp_path)) == 1

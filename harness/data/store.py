@@ -9,6 +9,7 @@ same atomic way; a sweep directory from before the index is read through its row
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from functools import cached_property
@@ -24,6 +25,7 @@ DOCTOR_JSON = "doctor.json"
 DOCTOR_TEXT = "doctor.txt"
 INDEX = ".index"
 _BULKY = ("step_times_ms", "timing_note", "energy_note")  # not needed to decide a skip
+SUPERSEDED = "result.superseded.json"  # a row measured again since: kept, not read
 ROW_PATH = "_row"  # an entry's row, relative to the sweep: a deleted row is not a measurement
 
 
@@ -59,13 +61,19 @@ class RunStore:
     # ------------------------------------------------------------ rows
 
     def record(self, job_dir: Path, row: dict[str, Any]) -> Path:
-        """A job's row, and its index entry."""
+        """A job's row, and its index entry. A measurement made again (an `error` resumed from
+        a job directory of another name, e.g. after a changed timing setting) supersedes the
+        earlier row: it is kept beside, as `result.superseded.json`, and no longer read, so a
+        sample has one row."""
         path = rows.write_row(job_dir, row)
         entry = {k: v for k, v in row.items() if k not in _BULKY}
         entry[ROW_PATH] = str(path.resolve().relative_to(self.root.resolve()))
-        rows.write_json(
-            self.root / INDEX / _cell(entry) / f"{_digest(rows.sample_key(entry))}.json", entry
-        )
+        index = self.root / INDEX / _cell(entry) / f"{_digest(rows.sample_key(entry))}.json"
+        with contextlib.suppress(OSError, ValueError):
+            earlier = self.root / str(json.loads(index.read_text()).get(ROW_PATH, ""))
+            if earlier.is_file() and earlier.resolve() != path.resolve():
+                earlier.replace(earlier.with_name(SUPERSEDED))
+        rows.write_json(index, entry)
         return path
 
     def entries(self, cell: dict[str, Any]) -> list[dict[str, Any]]:
