@@ -79,6 +79,8 @@ class Config:
     # so a cell's energy cannot depend on how hot the one before it left the GPU)
     order: str = "grid"
     order_seed: int = 0
+    doctor: bool = True  # a sweep stores attnbench-doctor's findings at its start
+    report: bool = True  # a sweep renders its report at the end (attnbench-report does it later)
     trial: int = 0  # which of them this job is (set by the sweeper)
     revision: str | None = None  # measure this git revision of the mechanism's package
     revision_repo: str | None = None  # the git repository of `revision` (null: the current dir's)

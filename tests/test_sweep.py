@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from fixtures import FAST, attnbench
+from fixtures import FAST, MEASURE, attnbench
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness.running.sweep import PlanError, expand
@@ -64,10 +64,11 @@ def test_glob_and_choice_sweeps_count_right_and_end_in_results_and_report(tmp_pa
         "resolution=choice(32,48)",
         "model.depth=1",
         f"hydra.sweep.dir={tmp_path}/sweep",
-        *FAST,
+        *MEASURE,  # the doctor and the report as a sweep has them by default
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sweep" / "doctor.txt").is_file()
     lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert [line.split()[0] for line in lines] == [f"[{k}/6]" for k in range(1, 7)]
     assert {line.split()[5] for line in lines} == {"sdpa", "softmax", "swin"}
@@ -101,3 +102,13 @@ def test_an_interval_sweep_exits_2_before_measuring(tmp_path):
     assert done.returncode == 2
     assert "interval sweeps cannot be enumerated" in done.stderr
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_a_sweep_without_its_doctor_and_report_says_how_to_render_it(tmp_path):
+    done = attnbench(
+        "attention=softmax", "resolution=32", f"hydra.sweep.dir={tmp_path}/s", *FAST, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s" / "results.csv").is_file()
+    assert not (tmp_path / "s" / "doctor.txt").exists() and not (tmp_path / "reports").exists()
+    assert f"report: not rendered (report=false); attnbench-report {tmp_path}/s" in done.stdout

@@ -203,21 +203,22 @@ def run(
     except OSError as err:  # progress loses its denominator; measuring goes on
         print(f"attnbench: warning: could not write the sweep plan: {err}", file=sys.stderr)
     print(f"attnbench: {len(jobs)} cells -> {sweep_dir}", flush=True)
-    environment(sweep_dir)
+    if config.doctor:
+        environment(sweep_dir)
     returns: list[JobReturn] = []
     try:
         returns = list(launcher.launch(jobs, initial_job_idx=0))
     except Exception as err:  # a launcher failure: what ran is on disk, aggregate it
         print(f"attnbench: the launcher failed: {err!r}", file=sys.stderr)
     except SystemExit:  # stopped (SIGTERM): still leave results.csv for what was measured
-        finish(sweep_dir, str(config.sweep_name), jobs)
+        finish(sweep_dir, str(config.sweep_name), jobs, bool(config.report))
         raise
     for job in returns:
         try:
             job.return_value  # noqa: B018  (raises the job's exception when it failed)
         except Exception as err:
             print(f"attnbench: a job failed outside its cell: {err!r}", file=sys.stderr)
-    finish(sweep_dir, str(config.sweep_name), jobs)
+    finish(sweep_dir, str(config.sweep_name), jobs, bool(config.report))
     return returns
 
 
@@ -237,8 +238,9 @@ def environment(sweep_dir: Path) -> None:
         print(f"attnbench: warning: {result['verdict']} (see {sweep_dir / DOCTOR_TEXT})")
 
 
-def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
-    """results.csv, a summary of the run, and its report; exits 1 if no results.csv came of it."""
+def finish(sweep_dir: Path, name: str, jobs: list[list[str]], report: bool = True) -> None:
+    """results.csv, a summary of the run, and its report (unless `report` is off); exits 1 if no
+    results.csv came of it."""
     from harness.reporting.report import render_sweep
 
     try:
@@ -248,6 +250,9 @@ def finish(sweep_dir: Path, name: str, jobs: list[list[str]]) -> None:
         sys.exit(1)
     print(summary(table, jobs))
     print(f"rows: {results}")
+    if not report:
+        print(f"report: not rendered (report=false); attnbench-report {sweep_dir} renders it")
+        return
     try:
         page = render_sweep(sweep_dir, table, name)
     except Exception as err:  # the rows are safe on disk; say so and fail loudly
