@@ -208,7 +208,7 @@ def test_smoke_sweep_end_to_end_and_resume_measures_only_missing_cells(tmp_path)
     lost = json.loads(jobs[0].read_text())
     jobs[0].unlink()
     time.sleep(1.1)  # timestamps have one-second resolution
-    again = _sweep(tmp_path)
+    again = _sweep(tmp_path, "doctor=false", "report=false")  # the resume is what is tested
     assert again.returncode == 0, again.stderr
     resumed = [line for line in again.stdout.splitlines() if line.startswith("resumed:")]
     measured = [line for line in again.stdout.splitlines() if line.startswith("[")]
@@ -230,6 +230,8 @@ def test_cells_past_an_oom_are_skipped_without_running(tmp_path):
             f"hydra.sweep.dir={tmp_path}/sweep",
             "timing.window_s=0.1",
             "energy.idle_s=0",
+            "doctor=false",
+            "report=false",
         ],
         cwd=tmp_path,
         capture_output=True,

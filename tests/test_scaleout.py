@@ -136,6 +136,8 @@ def test_a_job_killed_mid_cell_leaves_no_partial_row_and_a_rerun_completes(tmp_p
         "timing.window_s=1.5",
         "timing.warmup_s=0",
         "energy.idle_s=0",
+        "doctor=false",
+        "report=false",
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args],

@@ -28,6 +28,7 @@ SLURM = [
     "threads=1",  # jobs run side by side on the node's cores
 ]
 TINY = ["timing.window_s=0.1", "timing.warmup_s=0", "timing.warmup_iters=1", "energy.idle_s=0"]
+QUIET = ["doctor=false", "report=false"]  # the report is built afterwards, from the login side
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def statuses(sweep: Path) -> dict[str, str]:
 def test_the_smoke_sweep_as_an_array_job_matches_the_basic_launcher(
     cluster, time_limited, tmp_path
 ):
-    grid = ["sweep=smoke", "resolution=32", *TINY]
+    grid = ["sweep=smoke", "resolution=32", *TINY, *QUIET]
     on_slurm = attnbench(
         *grid,
         *SLURM,
@@ -143,6 +144,7 @@ def test_a_task_cancelled_mid_cell_says_so_and_a_rerun_measures_only_it(cluster,
         "timing.window_s=6",
         "timing.warmup_s=0",
         "energy.idle_s=0",
+        *QUIET,
         *SLURM,
         "hydra.launcher.timeout_min=5",
         f"hydra.sweep.dir={tmp_path}/s",
