@@ -112,3 +112,22 @@ def test_a_sweep_without_its_doctor_and_report_says_how_to_render_it(tmp_path):
     assert (tmp_path / "s" / "results.csv").is_file()
     assert not (tmp_path / "s" / "doctor.txt").exists() and not (tmp_path / "reports").exists()
     assert f"report: not rendered (report=false); attnbench-report {tmp_path}/s" in done.stdout
+
+
+def test_the_eta_weighs_each_cell_by_its_expected_cost(tmp_path, monkeypatch):
+    from fixtures import config
+
+    from harness.data.store import RunStore
+    from harness.running import app
+
+    cfg = config("attention=softmax", "resolution=224")
+    soft = ["attention=softmax", "resolution=224"]
+    assert app.cost(["attention=softmax", "resolution=448"], cfg) == 16 * app.cost(soft, cfg)
+    lin = ["attention=linear_infsa", "resolution=224"]
+    assert app.cost(["attention=linear_infsa", "resolution=448"], cfg) == 4 * app.cost(lin, cfg)
+    assert app.cost([*soft, "mode=train"], cfg) == 3 * app.cost(soft, cfg)
+    # two cells done in 60 s, the one left costs 16 of them: 16 x 30 s, not 30 s
+    jobs = [soft, soft, ["attention=softmax", "resolution=448"]]
+    RunStore(tmp_path).write_plan({"jobs": jobs, "started": 1000.0})
+    monkeypatch.setattr(app.time, "time", lambda: 1060.0)
+    assert app.progress(tmp_path, 1, cfg) == "[2/3] 1:00 elapsed, ~8:00 left"

@@ -125,16 +125,45 @@ def in_sweep(cfg: config.Config, sweep_dir: Path) -> tuple[dict[str, Any] | None
     return leased(cfg)
 
 
-def progress(sweep_dir: Path, index: int) -> str:
-    """'[k/n] elapsed, ETA' from the sweep's plan (the ETA assumes cells of similar cost)."""
+def progress(sweep_dir: Path, index: int, cfg: config.Config) -> str:
+    """'[k/n] elapsed, ETA' from the sweep's plan; the ETA weighs each cell by its expected cost
+    (`cost`), so the large cells at the end of a resolution sweep are not counted as small."""
     plan = STORES.setdefault(sweep_dir, RunStore(sweep_dir)).plan  # read once per process
-    total = len(plan.get("jobs", [])) or "?"
-    text = f"[{index + 1}/{total}]"
-    if isinstance(total, int) and "started" in plan:
+    jobs = plan.get("jobs", [])
+    text = f"[{index + 1}/{len(jobs) or '?'}]"
+    if jobs and "started" in plan:
         elapsed = time.time() - plan["started"]
-        eta = elapsed / (index + 1) * (total - index - 1)
+        weights = [cost(job, cfg) for job in jobs]
+        done = sum(weights[: index + 1])
+        eta = elapsed / done * sum(weights[index + 1 :]) if done > 0 else 0.0
         text += f" {_clock(elapsed)} elapsed, ~{_clock(eta)} left"
     return text
+
+
+def cost(job: list[str], cfg: config.Config) -> float:
+    """A cell's relative cost, from its overrides over this job's settings: tokens to the
+    power of its mechanism's tier (2 for O(N^2), else 1), times depth, batch and 3 for a
+    training step. For the ETA only: the measurement never depends on it."""
+    given = dict(item.split("=", 1) for item in job if "=" in item)
+
+    def number(key: str, default: float) -> float:
+        try:
+            return float(given.get(key, default))
+        except ValueError:
+            return default
+
+    side = number("resolution", cfg.resolution)
+    preset = zoo.PRESETS.get(given.get("model", ""), {})
+    patch = number("model.patch_size", preset.get("patch_size", cfg.model.patch_size))
+    depth = number("model.depth", preset.get("depth", cfg.model.depth))
+    tokens = max(side // max(patch, 1), 1) ** 2
+    name = given.get("attention", cfg.attention_name)
+    try:
+        exponent = 2 if "N^2" in zoo.info(name).tier else 1
+    except ValueError:  # a name this process does not know: counted as linear
+        exponent = 1
+    train = 3 if given.get("mode", cfg.mode) == "train" else 1
+    return float(tokens**exponent * depth * number("batch_size", cfg.batch_size) * train)
 
 
 def _clock(seconds: float) -> str:
@@ -176,7 +205,7 @@ def job(raw: DictConfig) -> None:
     if trace:
         rows.write_atomic(job_dir / rows.TRACEBACK_FILE, trace.encode())
     if multirun:
-        print(f"{progress(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num)} {cell.describe(row)}")
+        print(f"{progress(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, cfg)} {cell.describe(row)}")
     else:
         print(f"{cell.describe(row)}\nrow: {path}")
     sys.stdout.flush()
