@@ -20,7 +20,14 @@ ENTRY_POINTS = "attnbench.mechanisms"
 BUILT_IN = "built-in"
 # Complexity tiers in listing order (the quadratic baselines first), each with its colour in
 # every figure; a tier not listed sorts last, in grey.
-TIERS = {"O(N^2)": "#4c72b0", "O(N*w^2)": "#dd8452", "O(N log N)": "#8172b3", "O(N)": "#55a868"}
+TIERS = {
+    "O(N^2)": "#4c72b0",
+    "O(N*w^2)": "#dd8452",
+    "O(N*k^2)": "#937860",
+    "O(N*S)": "#da8bc3",
+    "O(N log N)": "#8172b3",
+    "O(N)": "#55a868",
+}
 UNLISTED_TIER = "#999999"
 # What a mechanism is to a report: a reference the others are measured against (speed-ups,
 # crossovers), the one the report highlights, or neither.

@@ -60,3 +60,80 @@ def windowed_attention(
     scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5 + bias
     scores = scores.masked_fill(~allowed, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
+
+
+def neighbourhood_attention(
+    q: Tensor, k: Tensor, v: Tensor, hw: tuple[int, int], kernel: int, dilation: int, table: Tensor
+) -> Tensor:
+    """NAT / DiNAT by brute force: for every token, its neighbours listed one by one from the
+    definition (the k nearest of its own dilated sub-grid along each axis, the window slid
+    inwards at the borders, the whole sub-grid where it is smaller than k), softmax over them
+    with the relative-position bias table[head, dy + k - 1, dx + k - 1]."""
+    height, width = hw
+    out = torch.zeros_like(q)
+
+    def along(i: int, size: int) -> list[tuple[int, int]]:
+        line = list(range(i % dilation, size, dilation))  # the token's sub-grid on this axis
+        own = line.index(i)
+        span = min(kernel, len(line))
+        start = min(max(own - span // 2, 0), len(line) - span)
+        return [(line[start + a], start + a - own) for a in range(span)]
+
+    for i in range(height):
+        for j in range(width):
+            near = [
+                (y * width + x, dy, dx) for y, dy in along(i, height) for x, dx in along(j, width)
+            ]
+            index = torch.tensor([n for n, _, _ in near])
+            bias = torch.stack(
+                [table[:, dy + kernel - 1, dx + kernel - 1] for _, dy, dx in near], -1
+            )
+            token = i * width + j
+            scores = (
+                q[:, :, token : token + 1] @ k[:, :, index].transpose(-2, -1) / q.shape[-1] ** 0.5
+            )
+            weights = torch.softmax(scores + bias[None, :, None, :], dim=-1)
+            out[:, :, token] = (weights @ v[:, :, index])[:, :, 0]
+    return out
+
+
+def infini_attention(
+    q: Tensor, k: Tensor, v: Tensor, segment: int, update: str, causal: bool, beta: Tensor
+) -> Tensor:
+    """Infini-attention from the paper's equations, one segment after another: softmax inside
+    the segment (causal or not), retrieval sigma(Q) M / (sigma(Q) z) from the memory of the
+    segments before (none for the first), then the memory written (linear or delta rule),
+    mixed by sigmoid(beta) per head."""
+    import torch.nn.functional as F
+
+    def sigma(x: Tensor) -> Tensor:
+        return F.elu(x) + 1
+
+    batch, heads, tokens, d = q.shape
+    memory = torch.zeros(batch, heads, d, v.shape[-1], dtype=q.dtype)
+    z = torch.zeros(batch, heads, d, dtype=q.dtype)
+    gate = torch.sigmoid(beta)[None, :, None, None]
+    out = []
+    for first, start in enumerate(range(0, tokens, segment)):
+        qs, ks, vs = (t[:, :, start : start + segment] for t in (q, k, v))
+        scores = qs @ ks.transpose(-2, -1) / d**0.5
+        if causal:
+            n = scores.shape[-1]
+            scores = scores.masked_fill(torch.ones(n, n).triu(1).bool(), float("-inf"))
+        local = torch.softmax(scores, -1) @ vs
+        if first == 0:
+            read = torch.zeros_like(local)
+        else:
+            read = (sigma(qs) @ memory) / (
+                (sigma(qs) * z[:, :, None, :]).sum(-1, keepdim=True) + 1e-6
+            )
+        written = vs
+        if update == "delta" and first:
+            old = (sigma(ks) @ memory) / (
+                (sigma(ks) * z[:, :, None, :]).sum(-1, keepdim=True) + 1e-6
+            )
+            written = vs - old
+        memory = memory + sigma(ks).transpose(-2, -1) @ written
+        z = z + sigma(ks).sum(-2)
+        out.append(gate * read + (1 - gate) * local)
+    return torch.cat(out, dim=2)

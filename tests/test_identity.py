@@ -171,3 +171,18 @@ def test_a_measurement_made_again_elsewhere_supersedes_its_earlier_row(tmp_path)
     assert (tmp_path / "window_s=6" / SUPERSEDED).is_file()  # kept, not lost
     store.record(tmp_path / "window_s=1", base(tokens=196))  # the same directory: rewritten
     assert len(rows.read_rows(tmp_path)) == 1
+
+
+def test_options_at_their_defaults_are_not_part_of_the_identity():
+    """sdpa gained `backend` (default auto): its rows from before, with no options, are still
+    the same cell; a pinned backend is another."""
+    from fixtures import config
+
+    from harness.measuring import cell
+
+    plain = cell.fields(config("attention=sdpa"))
+    assert plain["attention_options"] == {}
+    assert rows.identity(plain) == rows.identity(plain | {"attention_options": "{}"})
+    pinned = cell.fields(config("attention=sdpa", "attention.backend=math"))
+    assert pinned["attention_options"] == {"backend": "math"}
+    assert rows.identity(pinned) != rows.identity(plain)

@@ -10,7 +10,7 @@ ALL = zoo.available()
 NOT_QUADRATIC_MEMORY = [n for n in ALL if n not in ("softmax", "infsa")]
 
 
-def test_registry_finds_the_nine_and_orders_them_by_their_metadata():
+def test_registry_finds_the_built_ins_and_orders_them_by_their_metadata():
     assert set(ALL) >= {
         "softmax",
         "sdpa",
@@ -22,10 +22,11 @@ def test_registry_finds_the_nine_and_orders_them_by_their_metadata():
         "nystrom",
         "swin",
     }
-    # exact softmax first, then the quadratic, windowed and linear tiers
-    assert ALL[:4] == ["sdpa", "softmax", "infsa", "swin"]
-    assert ALL[4:] == sorted(n for n in ALL if zoo.info(n).tier == "O(N)")
+    # exact softmax first, then the quadratic, windowed, neighbourhood, segment and linear tiers
+    assert ALL[:6] == ["sdpa", "softmax", "infsa", "swin", "neighborhood", "infini"]
+    assert ALL[6:] == sorted(n for n in ALL if zoo.info(n).tier == "O(N)")
     tiers = {name: zoo.info(name).tier for name in ALL}
+    assert tiers["neighborhood"] == "O(N*k^2)" and tiers["infini"] == "O(N*S)"
     assert tiers["softmax"] == tiers["infsa"] == "O(N^2)"
     assert tiers["linear_infsa"] == "O(N)" and tiers["swin"] == "O(N*w^2)"
     assert [n for n in ALL if zoo.info(n).exact_softmax] == ["sdpa", "softmax"]
@@ -88,7 +89,7 @@ def test_half_precision_at_2_17_tokens_is_finite_and_not_zero(name, dtype):
 
 
 def test_unknown_attention_names_the_choices():
-    with pytest.raises(ValueError, match="valid choices: sdpa, softmax, infsa, swin, linear"):
+    with pytest.raises(ValueError, match=f"valid choices: {', '.join(zoo.available())}"):
         zoo.create("flash", 64, 4)
     with pytest.raises(ValueError, match="valid choices"):
         zoo.ViT("nope", depth=1, dim=64, num_heads=4)
@@ -129,6 +130,10 @@ def test_unknown_preset_names_the_choices():
         ("swin", {"window_size": 0}),
         ("performer", {"num_features": -1}),
         ("sdpa", {"backend": "fastest"}),
+        ("neighborhood", {"kernel_size": 0}),
+        ("neighborhood", {"dilation": 0}),
+        ("infini", {"segment": 0}),
+        ("infini", {"update": "hebbian"}),
     ],
 )
 def test_bad_option_values(name, options):

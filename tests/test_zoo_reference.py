@@ -3,6 +3,8 @@
 import pytest
 import torch
 from reference import (
+    infini_attention,
+    neighbourhood_attention,
     official_linear_infsa,
     official_pure_infsa,
     softmax_attention,
@@ -207,3 +209,51 @@ def test_shifted_windows_mix_across_window_borders():
     for mech, should_change in ((plain, False), (shifted, True)):
         delta = (mech.mix(q, k, v2, hw) - mech.mix(q, k, v, hw))[:, :, watcher].abs().max()
         assert (delta > 1e-6) == should_change
+
+
+@pytest.mark.parametrize(
+    "grid,kernel,dilation",
+    [
+        ((6, 8), 3, 1),  # non-square
+        ((7, 9), 5, 1),  # not a multiple of the kernel
+        ((3, 4), 7, 1),  # a grid smaller than the kernel: the whole grid
+        ((9, 7), 3, 2),  # dilated, sub-grids of unequal sizes
+        ((5, 11), 3, 3),
+    ],
+)
+def test_neighbourhood_attention_equals_the_brute_force_definition(grid, kernel, dilation):
+    tokens = grid[0] * grid[1]
+    q, k, v = qkv(tokens=tokens)
+    attention = layer("neighborhood", kernel_size=kernel, dilation=dilation)
+    with torch.no_grad():
+        attention.bias_table.normal_()  # a bias that matters
+    expected = neighbourhood_attention(q, k, v, grid, kernel, dilation, attention.bias_table)
+    assert_close(attention.mix(q, k, v, grid), expected)
+
+
+def test_neighbourhood_chunks_do_not_change_the_result(monkeypatch):
+    from attention_zoo import neighborhood
+
+    q, k, v = qkv(tokens=80)
+    attention = layer("neighborhood", kernel_size=3)
+    whole = attention.mix(q, k, v, (8, 10))
+    monkeypatch.setattr(neighborhood, "_GATHER_BUDGET", 1)  # one query per chunk
+    assert_close(attention.mix(q, k, v, (8, 10)), whole)
+
+
+@pytest.mark.parametrize(
+    "tokens,segment,update,causal",
+    [
+        (48, 8, "linear", False),
+        (50, 8, "delta", False),  # not a multiple of the segment
+        (35, 16, "delta", True),
+        (12, 64, "linear", True),  # one segment: plain (causal) softmax
+    ],
+)
+def test_infini_attention_equals_the_segment_by_segment_equations(tokens, segment, update, causal):
+    q, k, v = qkv(tokens=tokens)
+    attention = layer("infini", segment=segment, update=update, causal=causal)
+    with torch.no_grad():
+        attention.beta.normal_()  # a gate that is not one half
+    expected = infini_attention(q, k, v, segment, update, causal, attention.beta)
+    assert_close(attention.mix(q, k, v, (1, tokens)), expected)

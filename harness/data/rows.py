@@ -123,7 +123,8 @@ COLUMNS: dict[str, Column] = {
             "attention_options",
             "json",
             "identity",
-            "the mechanism's options as given (JSON object)",
+            "the mechanism's options that differ from its defaults (JSON object; {}: all at their "
+            "defaults), so an option added later does not change older rows' identity",
         ),
         Column(
             "model",

@@ -126,7 +126,7 @@ def fields(cfg: Config) -> dict[str, Any]:
     """The row's identity columns (and tokens, trial, revision) for a job's config."""
     return {
         "attention": cfg.attention_name,
-        "attention_options": dict(sorted(cfg.attention_options.items())),
+        "attention_options": changed_options(cfg.attention_name, cfg.attention_options),
         "model": cfg.model_label,
         "depth": cfg.model.depth,
         "dim": cfg.model.dim,
@@ -152,13 +152,8 @@ def fields(cfg: Config) -> dict[str, Any]:
 
 def describe(row: dict[str, Any]) -> str:
     """One line: the cell, its status, img/s and J/img."""
-    options = row.get("attention_options") or {}
-    try:
-        defaults = zoo.info(row["attention"]).options
-    except ValueError:  # another revision's mechanism, or a plugin that cannot be loaded here
-        defaults = {}
-    changed = {k: v for k, v in options.items() if k not in defaults or _differs(v, defaults[k])}
-    opts = "".join(f" {k}={v}" for k, v in sorted(changed.items()))
+    changed = changed_options(row["attention"], row.get("attention_options") or {})
+    opts = "".join(f" {k}={v}" for k, v in changed.items())
     rev = f" @{row['revision']}" if row.get("revision") else ""
     trial = f" trial {row['trial']}" if row.get("trial") else ""
     cell = cell_words(row, f"{opts}{rev}") + trial
@@ -170,6 +165,19 @@ def describe(row: dict[str, Any]) -> str:
     if row.get("timing_valid") is False:
         line += f" UNTRUSTED timing: {str(row.get('timing_note')).split('; ')[0]}"
     return line
+
+
+def changed_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that differ from the mechanism's defaults, sorted: what a cell's identity
+    holds, so that a mechanism gaining an option (with a default that keeps its behaviour) does
+    not change the identity of every row measured before it."""
+    try:
+        defaults = zoo.info(name).options
+    except ValueError:  # another revision's mechanism, or a plugin that cannot be loaded here
+        defaults = {}
+    return {
+        k: v for k, v in sorted(options.items()) if k not in defaults or _differs(v, defaults[k])
+    }
 
 
 def _differs(value: Any, default: Any) -> bool:
