@@ -18,7 +18,8 @@ be, so `causal` is an option, off by default) and the default `segment` of 256 t
 image at patch 16 is one segment: softmax scaled by the gate, the memory still empty; 9216² is
 1,296 segments). Memory stays O(d^2)
 per head whatever N. The loop runs over segments, never tokens: 1,296 iterations per block at
-9216².
+9216², about 0.15 s of loop overhead per block on a 2-core CPU (measured with head_dim 1), within
+a 13.2 s forward of the small model there (Linear-InfSA: 8.8 s).
 """
 
 from __future__ import annotations
