@@ -42,6 +42,7 @@ def trial_rows(
                 )
                 values |= {
                     "step_times_ms": json.dumps(list(np.round(times, 6))),
+                    "iters": steps,
                     "latency_ms": float(np.median(times)),
                     "latency_ms_p10": float(np.quantile(times, 0.1)),
                     "latency_ms_p90": float(np.quantile(times, 0.9)),
@@ -347,12 +348,16 @@ def test_one_slow_pair_in_a_family_of_comparisons_is_not_a_regression(tmp_path, 
     base = trial_rows(trials=10, noise=0.001, drift=0.001, revision="aaaaaaaaaaaa")
     cur = base.assign(revision="bbbbbbbbbbbb")
     pick = (cur["attention"] == "sdpa") & (cur["resolution"] == 64)
-    for at in cur.index[pick][:9]:  # nine of the ten trials slower
+
+    def slower(at):  # the whole row, its steps and what they give
         for column, factor in (("latency_ms", 1.06), ("throughput_img_s", 1 / 1.06)):
             cur.loc[at, column] *= factor
         cur.loc[at, "step_times_ms"] = json.dumps(
             list(np.asarray(json.loads(cur.loc[at, "step_times_ms"])) * 1.06)
         )
+
+    for at in cur.index[pick][:9]:  # nine of the ten trials slower
+        slower(at)
 
     def ab(current):
         run = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
@@ -368,7 +373,22 @@ def test_one_slow_pair_in_a_family_of_comparisons_is_not_a_regression(tmp_path, 
     assert "Holm's correction over 24 comparisons" in out
     latency = verdicts(out, "latency_ms")
     assert {v for k, v in latency.items() if k.startswith("sdpa small 64px")} == {"inconclusive"}
-    cur.loc[cur.index[pick][9:], "latency_ms"] *= 1.06  # the tenth too
+    slower(cur.index[pick][9])  # the tenth too
     code, out = ab(cur)
     assert code == check.EXIT_REGRESSED, out
     assert "sdpa small 64px" in out.splitlines()[-1] and "softmax" not in out.splitlines()[-1]
+
+
+def test_a_row_whose_summary_contradicts_its_steps_is_refused_by_name(tmp_path, capsys):
+    """40% slower by its throughput and latency, unchanged by its steps: not a result."""
+    current = trial_rows(seed=1)
+    at = (current["attention"] == "sdpa") & (current["resolution"] == 128) & (current["trial"] == 1)
+    current.loc[at, "throughput_img_s"] /= 1.4
+    current.loc[at, "latency_ms"] *= 1.4
+    code, _, err = run(tmp_path, capsys, current)
+    assert code == check.EXIT_UNUSABLE
+    assert "current" in err and "the row of sdpa small 128px" in err and "trial 1" in err
+    assert "contradicts itself: latency_ms is" in err
+    edited = trial_rows(seed=1)
+    edited.loc[at, "iters"] = 3
+    assert run(tmp_path, capsys, edited)[0] == check.EXIT_UNUSABLE

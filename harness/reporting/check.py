@@ -16,7 +16,7 @@ tolerance t, in the direction of "worse":
                 flagged untrustworthy. No spread can make a comparison ok.
 
 Exit codes: 0 nothing regressed and every comparison decided; 1 a regression (named); 2 unusable
-input; 3 inconclusive (no regression found, but at least one comparison could not be decided).
+input (a row whose summary contradicts its own steps among it); 3 inconclusive (no regression found, but at least one comparison could not be decided).
 This module imports neither torch nor matplotlib.
 """
 
@@ -123,9 +123,46 @@ def load(source: Path, role: str) -> pd.DataFrame:
             rows[column] = pd.to_numeric(rows[column], errors="coerce")
     revision = rows.get("revision", pd.Series("", index=rows.index))
     rows["revision"] = revision.map(lambda v: "" if pd.isna(v) else str(v))
+    for _, row in rows.iterrows():
+        why = contradiction(row)
+        if why:
+            trial = f" trial {row.get('trial')}" if pd.notna(row.get("trial")) else ""
+            rev = f" @{row['revision']}" if row["revision"] else ""
+            raise UnusableInput(
+                f"{role} {source}: the row of {cell_name(row)}{rev}{trial} contradicts itself: "
+                f"{why}; its summary columns must come from its samples (re-measure it, or "
+                "restore the file)"
+            )
     rows["cell"] = rows.apply(schema.identity, axis=1)
     rows["exact_cell"] = rows.apply(schema.identity, axis=1, columns=schema.EXACT_IDENTITY)
     return rows
+
+
+AGREE = 1e-3  # relative: step times are kept to the nanosecond, so only an edit differs more
+
+
+def contradiction(row: pd.Series) -> str:
+    """Why a measured row's summary columns disagree with its own raw steps ('' if they agree):
+    latency_ms is their median, throughput_img_s the batch over their mean, iters their count."""
+    steps = _steps(row.get("step_times_ms"))
+    if row.get("status") != "ok" or not steps:
+        return ""
+    batch = float(row.get("batch_size") or 1)
+    derived = {
+        "latency_ms": float(np.median(steps)),
+        "throughput_img_s": batch * 1000 / float(np.mean(steps)),
+        "iters": float(len(steps)),
+    }
+    for column, value in derived.items():
+        recorded = row.get(column)
+        if recorded is None or pd.isna(recorded):
+            continue
+        if abs(float(recorded) - value) > AGREE * max(abs(value), 1e-12):
+            return (
+                f"{column} is {float(recorded):.6g} but its {len(steps)} step_times_ms give "
+                f"{value:.6g}"
+            )
+    return ""
 
 
 def revisions_in(rows: pd.DataFrame) -> list[str]:
