@@ -392,3 +392,18 @@ def test_a_row_whose_summary_contradicts_its_steps_is_refused_by_name(tmp_path, 
     edited = trial_rows(seed=1)
     edited.loc[at, "iters"] = 3
     assert run(tmp_path, capsys, edited)[0] == check.EXIT_UNUSABLE
+
+
+def test_each_comparison_says_the_smallest_slowdown_this_run_could_see():
+    # ten paired trials with +-2% noise: a regression needs all ten worse after the correction
+    noise = np.array([0.98, 0.99, 1.0, 1.01, 1.02, 0.985, 0.995, 1.005, 1.015, 1.0])
+    estimate = stats.paired_ratio(np.ones(10), noise)
+    alpha = check.ALPHA / 18
+    seen = stats.detectable(estimate, alpha, 0.05)
+    assert seen == pytest.approx(max(1 / (0.98 / estimate.point), 1.05))  # the best pair too
+    assert stats.detectable(estimate, alpha, 0.0) == pytest.approx(estimate.point / 0.98)
+    three = stats.paired_ratio(np.ones(3), noise[:3])
+    assert stats.detectable(three, alpha, 0.05) == float("inf")  # 3 pairs can never decide
+    wide = stats.trial_ratio([1.0, 1.1, 0.9], [1.0, 1.12, 0.88])
+    assert stats.detectable(wide, alpha, 0.05) > 1.3  # 10% spread over 3 trials: not 5%
+    assert check._detectable(None) == "" and check._detectable(1.072) == ">= 7.2% worse"

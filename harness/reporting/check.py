@@ -15,15 +15,20 @@ tolerance t, in the direction of "worse":
   inconclusive  anything else: noise too large to tell, or a row whose timing (or energy) was
                 flagged untrustworthy. No spread can make a comparison ok.
 
+Each comparison also says the smallest slowdown this run's own noise would have let it call
+regressed (`detectable`): what this runner can see, to set a tolerance from.
+
 Exit codes: 0 nothing regressed and every comparison decided; 1 a regression (named); 2 unusable
-input (a row whose summary contradicts its own steps among it); 3 inconclusive (no regression found, but at least one comparison could not be decided).
-This module imports neither torch nor matplotlib.
+input (a row whose summary contradicts its own steps among it); 3 inconclusive (no regression
+found, but at least one comparison could not be decided). This module imports neither torch nor
+matplotlib.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -512,6 +517,8 @@ def timed_lines(
     for line, e, tol, metric, source in judged:
         p = None if np.isnan(e.p) else next(corrected)
         line["p_holm"] = p
+        seen = stats.detectable(e, ALPHA / max(len(tested), 1), tol, metric.higher_is_better)
+        line["detectable"] = _detectable(seen)
         line["verdict"] = judge(e.point, e.lo, e.hi, tol, metric.higher_is_better, p)
         line["why"] = source
         if line["verdict"] == "inconclusive":
@@ -572,6 +579,7 @@ def report(
                 "interval",
                 "allowed",
                 "p_holm",
+                "detectable",
                 "verdict",
                 "why",
             )
@@ -615,6 +623,15 @@ def report(
         return EXIT_INCONCLUSIVE
     print(f"attnbench-check: OK: {cells_compared} cells compared{mode}, nothing regressed{extra}")
     return EXIT_OK
+
+
+def _detectable(ratio: float | None) -> str:
+    """The smallest slowdown this run could have called regressed, in words."""
+    if ratio is None:
+        return ""
+    if math.isinf(ratio):
+        return "none: too few paired trials"
+    return f">= {ratio - 1:.1%} worse"
 
 
 def _change(line: Any) -> str:

@@ -33,6 +33,39 @@ class Estimate:
     lo: float
     hi: float
     p: float
+    # the noise the test saw, for what it could detect: paired ratios ("pairs", the ratios),
+    # trials apart ("t", (se of the log ratio, degrees of freedom)), or none
+    noise: tuple[str, tuple[float, ...]] = ("", ())
+
+
+def detectable(
+    estimate: Estimate, alpha: float, tolerance: float, higher_is_better: bool = False
+) -> float | None:
+    """The smallest slowdown (a ratio above 1 in the direction of worse) that this run's noise
+    would have let the test call significant at `alpha` and beyond `tolerance`: for a check,
+    what the runner can see. None where the samples give no test, inf where no slowdown
+    could be (too few paired trials for `alpha`)."""
+    kind, values = estimate.noise
+    if kind == "pairs":
+        n = len(values)
+        worse = [estimate.point / v if higher_is_better else v / estimate.point for v in values]
+        centred = sorted(worse, reverse=True)  # the noise around no change, worst first
+        needed = next(
+            (
+                k
+                for k in range(math.ceil(n / 2), n + 1)
+                if scipy.stats.binomtest(k, n).pvalue <= alpha
+            ),
+            None,
+        )
+        if needed is None:
+            return math.inf
+        # shift the centred ratios until `needed` of them are above 1
+        return max(1 / centred[needed - 1], 1 + tolerance)
+    if kind == "t":
+        se, df = values
+        return max(math.exp(float(scipy.stats.t.ppf(1 - alpha / 2, df)) * se), 1 + tolerance)
+    return None
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -96,7 +129,13 @@ def trial_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
     diff = float(c.mean() - b.mean())
     half = t975(df) * se
     p = float(2 * scipy.stats.t.sf(abs(diff) / se, max(df, 1.0))) if se > 0 else float(diff == 0)
-    return Estimate(float(np.exp(diff)), float(np.exp(diff - half)), float(np.exp(diff + half)), p)
+    return Estimate(
+        float(np.exp(diff)),
+        float(np.exp(diff - half)),
+        float(np.exp(diff + half)),
+        p,
+        ("t", (se, max(df, 1.0))),
+    )
 
 
 def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
@@ -112,7 +151,13 @@ def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
         k += 1
     up, down = int(np.sum(ratios > 1)), int(np.sum(ratios < 1))
     p = float(scipy.stats.binomtest(up, up + down).pvalue) if up + down else 1.0
-    return Estimate(float(np.median(ratios)), float(ratios[k]), float(ratios[n - 1 - k]), p)
+    return Estimate(
+        float(np.median(ratios)),
+        float(ratios[k]),
+        float(ratios[n - 1 - k]),
+        p,
+        ("pairs", tuple(float(r) for r in ratios)),
+    )
 
 
 def trial_interval(values: Sequence[float]) -> tuple[float, float, float]:
