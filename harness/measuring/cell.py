@@ -1,5 +1,5 @@
 """What a cell is: its identity columns from a job's config, and every value check before
-measuring. Runs in the launching process, which never touches CUDA (see worker.py)."""
+measuring. Runs in the launching process, which never touches CUDA (see harness.running.worker)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The measuring process's side of a cell: counts first, then the meters around the timed window.
 
-Runs inside a fresh process (worker.py): the first use of CUDA, the memory limit and the thread
+Runs inside a fresh process (harness.running.worker): the first use of CUDA, the memory limit and the thread
 count all belong to this cell alone.
 """
 
