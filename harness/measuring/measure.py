@@ -1,7 +1,7 @@
 """The measuring process's side of a cell: counts first, then the meters around the timed window.
 
-Runs inside a fresh process (harness.running.worker): the first use of CUDA, the memory limit and the thread
-count all belong to this cell alone.
+Runs inside a fresh process (harness.running.worker): the first use of CUDA, the memory limit and
+the thread count all belong to this cell alone.
 """
 
 from __future__ import annotations
