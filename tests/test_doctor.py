@@ -58,6 +58,7 @@ def test_an_old_driver_leaves_findings_unknown_not_a_crash():
 
 def test_the_doctor_judges_the_gpus_this_process_may_use(monkeypatch):
     """A shared node: another user's job on the second GPU is not this sweep's problem."""
+    monkeypatch.setattr(doctor, "STEP_PROBE_S", 0.3)  # the counter steps every 0.1 s here
     nvml = FakeNvml(uuids=("GPU-aaaa", "GPU-bbbb"), others={"GPU-bbbb": [4242]})
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     found, _ = doctor.gpu_findings(nvml, probe_self=False)
@@ -70,7 +71,8 @@ def test_the_doctor_judges_the_gpus_this_process_may_use(monkeypatch):
     assert {f.check: f for f in found}["other processes"].status == "fail"
 
 
-def test_an_old_driver_still_shows_its_throttle_reasons():
+def test_an_old_driver_still_shows_its_throttle_reasons(monkeypatch):
+    monkeypatch.setattr(doctor, "STEP_PROBE_S", 0.3)
     nvml = FakeNvml(old_driver=True)
     nvml.script(clocks_event_reasons=[0x40])
     found, _ = doctor.gpu_findings(nvml, probe_self=False)

@@ -87,7 +87,7 @@ def test_an_unwritable_plan_still_ends_in_results(tmp_path):
         "attention=softmax",
         "resolution=32",
         f"hydra.sweep.dir={tmp_path}/sweep",
-        *FAST,
+        *FAST,  # doctor=false report=false too
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
@@ -95,6 +95,9 @@ def test_an_unwritable_plan_still_ends_in_results(tmp_path):
     assert "[1/?]" in done.stdout
     written = pd.read_csv(tmp_path / "sweep" / "results.csv")
     assert list(zip(written["attention"], written["status"], strict=False)) == [("softmax", "ok")]
+    # without its doctor and report, the sweep says how to render the report later
+    assert not (tmp_path / "sweep" / "doctor.txt").exists() and not (tmp_path / "reports").exists()
+    assert f"report: not rendered (report=false); attnbench-report {tmp_path}/sweep" in done.stdout
 
 
 def test_an_interval_sweep_exits_2_before_measuring(tmp_path):
@@ -102,16 +105,6 @@ def test_an_interval_sweep_exits_2_before_measuring(tmp_path):
     assert done.returncode == 2
     assert "interval sweeps cannot be enumerated" in done.stderr
     assert not list(tmp_path.rglob("result.json"))
-
-
-def test_a_sweep_without_its_doctor_and_report_says_how_to_render_it(tmp_path):
-    done = attnbench(
-        "attention=softmax", "resolution=32", f"hydra.sweep.dir={tmp_path}/s", *FAST, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "s" / "results.csv").is_file()
-    assert not (tmp_path / "s" / "doctor.txt").exists() and not (tmp_path / "reports").exists()
-    assert f"report: not rendered (report=false); attnbench-report {tmp_path}/s" in done.stdout
 
 
 def test_the_eta_weighs_each_cell_by_its_expected_cost(tmp_path, monkeypatch):

@@ -145,9 +145,10 @@ def cpu_findings(
 # ---------------------------------------------------------------- GPU
 
 
-def counter_step(nvml: Any, handle: Any, seconds: float = STEP_PROBE_S) -> float | None:
-    """The energy counter's measured update period, from the gaps between its steps."""
-    steps, end = [], time.perf_counter() + seconds
+def counter_step(nvml: Any, handle: Any, seconds: float | None = None) -> float | None:
+    """The energy counter's measured update period, from the gaps between its steps (watched
+    for `seconds`, STEP_PROBE_S unless given)."""
+    steps, end = [], time.perf_counter() + (STEP_PROBE_S if seconds is None else seconds)
     previous = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     while time.perf_counter() < end:
         value = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
