@@ -141,7 +141,7 @@ def test_a_task_cancelled_mid_cell_says_so_and_a_rerun_measures_only_it(cluster,
     args = [
         "attention=softmax",
         "resolution=32,48",
-        "timing.window_s=6",
+        "timing.window_s=4",
         "timing.warmup_s=0",
         "energy.idle_s=0",
         *QUIET,
@@ -172,7 +172,7 @@ def test_a_task_cancelled_mid_cell_says_so_and_a_rerun_measures_only_it(cluster,
     # the cancelled one: a whole row saying what happened, not partial, not oom
     assert rows[48]["status"] == "error"
     assert rows[48]["error"].startswith("stopped: the job got SIGTERM")
-    shorter = [a.replace("window_s=6", "window_s=1") for a in args]  # not part of the identity
+    shorter = [a.replace("window_s=4", "window_s=1") for a in args]  # not part of the identity
     again = attnbench(*shorter, cwd=tmp_path, env=cluster.env)
     assert again.returncode == 0, again.stderr[-3000:]
     after = {r["resolution"]: r for r in schema.read_rows(tmp_path / "s")}
