@@ -89,6 +89,10 @@ class Config:
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     memory_limit_gb: float | None = None  # CPU: allocations past this many GiB fail -> `oom`
+    # CPU: glibc's malloc held steady (large buffers from the heap, the heap never trimmed), so a
+    # step measures the cell rather than page faults that depend on the process's history; or
+    # `system`, glibc's defaults (harness.measuring.meters.allocator)
+    malloc: str = "steady"
     timeout_s: float = 3600.0  # a cell running longer is killed and recorded `error`
     sweep_name: str = "single"  # set by the sweep/ group; names the run and report directories
 

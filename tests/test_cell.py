@@ -11,6 +11,8 @@ from fixtures import FAST, attnbench, config
 from harness.config import TimingConfig
 from harness.data import rows
 from harness.measuring.cell import CellError
+from harness.measuring.meters.allocator import AllocatorMeter
+from harness.measuring.meters.base import Window
 from harness.measuring.meters.memory import MemoryMeter
 from harness.measuring.timing import Timer, Timing
 from harness.running.app import measure
@@ -92,7 +94,8 @@ def test_one_real_cell_through_the_cli_writes_a_complete_row(tmp_path):
     assert row["flops"] == 2 * row["macs"] > 0
     assert row["throughput_img_s"] > 0 and row["iters"] >= 2
     assert row["latency_ms_p10"] <= row["latency_ms"] <= row["latency_ms_p90"]
-    assert row["peak_mem_bytes"] > 0 and row["mem_source"].startswith("cpu:")
+    assert row["peak_mem_bytes"] > 0 and row["mem_source"].startswith("cpu:step_allocations")
+    assert row["peak_rss_bytes"] > 0 and "M_MMAP_THRESHOLD=33554432" in row["allocator_conf"]
     if row["energy_source"].startswith("unavailable"):
         assert row["energy_j_per_img"] is None and row["avg_power_w"] is None
     else:
@@ -110,6 +113,7 @@ def test_one_real_cell_through_the_cli_writes_a_complete_row(tmp_path):
         ("mode=eval", "valid choices: infer, train"),
         ("device=tpu", "valid choices: auto, cpu, cuda, cuda:N"),
         ("threads=0", "threads must be >= 1"),
+        ("malloc=jemalloc", "valid choices: steady, system"),
         ("+attention.window=3", "valid: window_size, shift"),
         ("attention.window_size=seven", "window_size='seven' must be int"),
     ],
@@ -237,6 +241,43 @@ def test_cpu_memory_peak_belongs_to_the_window():
     later.begin()  # a new meter forgets the old peak
     later.end()
     assert later.peak < 32 * 2**20
+
+
+def test_cpu_peak_memory_is_what_torch_allocated_in_the_step():
+    """An 8 MiB buffer made and freed, then 4 MiB: the peak is the 8 MiB (plus bookkeeping
+    bytes), not what was allocated before the step and not the process's resident set."""
+    before = torch.ones(16 * 2**20 // 4)  # found allocated: not the step's
+    meter = AllocatorMeter()
+    meter.begin()
+    first = torch.empty(2**20, dtype=torch.float64)
+    del first
+    second = torch.empty(2**19, dtype=torch.float64)
+    meter.end()
+    assert 8 * 2**20 <= meter.peak < 8 * 2**20 + 4096, meter.source
+    assert meter.fields(Window(1, 1.0))["mem_source"].startswith("cpu:step_allocations_peak")
+    del before, second
+
+
+def test_the_same_cell_allocates_the_same_in_every_process(tmp_path):
+    """Two trials are two processes: torch's allocator peak is equal to the byte, where the
+    resident high-water mark depends on malloc's history; and a larger input allocates more."""
+    out = tmp_path / "runs"
+    done = attnbench(
+        "--multirun",
+        "attention=softmax",
+        "model=small",
+        "resolution=32,64",
+        "trials=2",
+        "device=cpu",
+        *FAST,
+        f"hydra.sweep.dir={out}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    found = rows.collect(out)
+    peaks = found.groupby("resolution")["peak_mem_bytes"].agg(["min", "max"])
+    assert (peaks["min"] == peaks["max"]).all(), peaks
+    assert peaks.loc[64, "min"] > peaks.loc[32, "min"]
 
 
 def test_help_says_what_a_plain_attnbench_does(tmp_path):

@@ -1,5 +1,6 @@
 """attnbench-check: verdicts from raw samples, failing closed, on doctored rows."""
 
+import itertools
 import json
 
 import numpy as np
@@ -337,14 +338,30 @@ def test_p_values_match_the_textbook_tests():
     base, cur = rng.lognormal(0, 0.05, 5), rng.lognormal(0.08, 0.05, 4)
     welch = scipy.stats.ttest_ind(np.log(cur), np.log(base), equal_var=False)
     assert stats.trial_ratio(base, cur).p == pytest.approx(welch.pvalue, rel=1e-9)
-    # ten pairs, nine of them slower: two-sided sign test 2 * 11 / 1024
-    ratios = np.array([1.1] * 9 + [0.95])
-    assert stats.paired_ratio(np.ones(10), ratios).p == pytest.approx(22 / 1024)
+    for n in (6, 10, 17):  # pairs: Wilcoxon's signed-rank test, exact
+        logs = rng.normal(0.01, 0.02, n)
+        exact = scipy.stats.wilcoxon(logs, method="exact")
+        assert stats.paired_ratio(np.ones(n), np.exp(logs)).p == pytest.approx(exact.pvalue)
+
+
+def test_paired_interval_is_the_textbook_hodges_lehmann_interval():
+    """Ten pairs: the two-sided 95% critical value of the signed-rank statistic is 8 (tables:
+    P(T <= 8) = 0.024), so the interval runs from the 9th smallest to the 9th largest of the
+    55 pairwise averages of the log ratios, around their median."""
+    logs = np.random.default_rng(5).normal(0.03, 0.02, 10)
+    walsh = sorted((a + b) / 2 for a, b in itertools.combinations_with_replacement(logs, 2))
+    estimate = stats.paired_ratio(np.ones(10), np.exp(logs))
+    assert (estimate.lo, estimate.point, estimate.hi) == pytest.approx(
+        (np.exp(walsh[8]), np.exp(np.median(walsh)), np.exp(walsh[-9]))
+    )
+    one_bad = np.append(logs[:9], 2.0)  # a 7x outlier moves it by less than the noise
+    assert stats.paired_ratio(np.ones(10), np.exp(one_bad)).point < np.exp(np.median(walsh) + 0.02)
 
 
 def test_one_slow_pair_in_a_family_of_comparisons_is_not_a_regression(tmp_path, capsys):
-    """9 of 10 paired trials 6% slower in one cell of six: p = 0.021 alone (a 95% interval
-    excludes 1), but not after Holm's correction over the run's 24 comparisons; 10 of 10 is."""
+    """9 of 10 paired trials 6% slower in one cell of six: p = 2/512 alone (a 95% interval
+    excludes 1), but not after Holm's correction over the run's 24 comparisons; 10 of 10 is
+    (2/1024 x 24 = 0.047)."""
     base = trial_rows(trials=10, noise=0.001, drift=0.001, revision="aaaaaaaaaaaa")
     cur = base.assign(revision="bbbbbbbbbbbb")
     pick = (cur["attention"] == "sdpa") & (cur["resolution"] == 64)
@@ -407,3 +424,23 @@ def test_each_comparison_says_the_smallest_slowdown_this_run_could_see():
     wide = stats.trial_ratio([1.0, 1.1, 0.9], [1.0, 1.12, 0.88])
     assert stats.detectable(wide, alpha, 0.05) > 1.3  # 10% spread over 3 trials: not 5%
     assert check._detectable(None) == "" and check._detectable(1.072) == ">= 7.2% worse"
+
+
+def test_sides_measured_differently_are_not_compared(tmp_path, capsys):
+    """A baseline whose CPU memory was the resident high-water mark (rows before v5) against
+    one from torch's allocator: 30% "less memory" is a change of method, not of the code; and
+    timing under other malloc settings is not compared either."""
+    baseline = trial_rows().assign(
+        mem_source="cpu:vmhwm_after_reset", allocator_conf="glibc defaults"
+    )
+    current = trial_rows(seed=1).assign(allocator_conf="glibc defaults")
+    current["peak_mem_bytes"] *= 0.7
+    code, out, _ = run(tmp_path, capsys, current, baseline=baseline)
+    assert code == check.EXIT_INCONCLUSIVE, out
+    assert set(verdicts(out, "peak_mem_bytes").values()) == {"inconclusive"}
+    assert "measured differently: baseline mem_source=cpu:vmhwm_after_reset" in out
+    assert set(verdicts(out, "latency_ms").values()) == {"ok"}  # same allocator: compared
+    current = current.assign(allocator_conf="glibc M_MMAP_THRESHOLD=33554432")
+    code, out, _ = run(tmp_path, capsys, current, baseline=baseline)
+    assert set(verdicts(out, "latency_ms").values()) == {"inconclusive"}
+    assert "current allocator_conf=glibc M_MMAP_THRESHOLD=33554432" in out

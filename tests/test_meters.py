@@ -16,15 +16,16 @@ from harness.measuring.meters.energy import Energy
 
 
 def test_every_meter_declares_documented_columns_and_no_column_has_two_meters():
-    claimed = [c for plug in meters.METERS for c in plug.columns]
-    assert set(claimed) <= set(rows.COLUMNS), set(claimed) - set(rows.COLUMNS)
-    assert len(claimed) == len(set(claimed)), "a column filled by two meters"
+    for device in ("cpu", "cuda"):
+        claimed = [c for plug in meters.for_device(device) for c in plug.columns]
+        assert set(claimed) <= set(rows.COLUMNS), set(claimed) - set(rows.COLUMNS)
+        assert len(claimed) == len(set(claimed)), f"a {device} column filled by two meters"
     assert {p.name for p in meters.for_device("cuda")} - {p.name for p in meters.for_device("cpu")}
-    assert all(p.span in ("window", "run") for p in meters.METERS)
+    assert all(p.span in ("window", "run", "step") for p in meters.METERS)
 
 
 def test_a_meter_with_an_unknown_span_is_refused():
-    with pytest.raises(ValueError, match="span is 'window' or 'run'"):
+    with pytest.raises(ValueError, match="span is one of window, run, step, not 'forever'"):
         base.Plug("x", (), ("cpu",), "forever", lambda bench: None)
 
 
@@ -126,7 +127,7 @@ def test_on_a_gpu_the_clocks_are_read_before_the_energy_meter_waits_for_its_coun
     assert row["timing_valid"], row["timing_note"]
     assert row["energy_source"] == "nvml:total_energy_counter" and row["energy_j_per_img"] > 0
     # ended the other way round, the check reads a GPU changing P-state after the load
-    energy_last = (memory.PLUG, contention.PLUG, energy.DEVICE, energy.HOST)
+    energy_last = (memory.GPU, contention.PLUG, energy.DEVICE, energy.HOST)
     late = window_on_a_gpu(monkeypatch, energy_last)
     assert (
         not late["timing_valid"] and "hardware slowdown at the window's end" in late["timing_note"]

@@ -59,9 +59,11 @@ def status(name: Any) -> Status:
 ROW_FILE = "result.json"
 RESULTS = "results.csv"
 TRACEBACK_FILE = "traceback.txt"
-SCHEMA_VERSION = 4
-# v3 added revision_repo, attention_source, attnbench_version; v4 the host_energy_* columns
-READABLE_VERSIONS = (2, 3, 4)
+SCHEMA_VERSION = 5
+# v3 added revision_repo, attention_source, attnbench_version; v4 the host_energy_* columns;
+# v5 malloc and peak_rss_bytes (a CPU row's peak_mem_bytes is then torch's allocator's, its
+# mem_source says which)
+READABLE_VERSIONS = (2, 3, 4, 5)
 
 KINDS = ("str", "int", "float", "bool", "json")
 GROUPS: tuple[str, ...] = ("identity", "sample", "outcome", "timing", "energy", "memory")
@@ -80,6 +82,8 @@ class Gate:
     stat: str = "median"  # ratio, steps: the statistic of one window's steps (median or mean)
     timed: bool = True  # ratio: untrustworthy timing makes it inconclusive
     normalised: bool = True  # ratio: divided by the reference mechanism under --normalise
+    # ratio: columns saying how the value was measured; sides that differ in one are not compared
+    sources: tuple[str, ...] = ("allocator_conf",)
 
 
 EXACT = Gate("exact")
@@ -171,6 +175,13 @@ COLUMNS: dict[str, Column] = {
         ),
         Column("tf32", "bool", "identity", "TF32 matmuls and convolutions allowed"),
         Column("threads", "int", "identity", "torch intra-op threads the cell ran with"),
+        Column(
+            "malloc",
+            "str",
+            "identity",
+            "CPU cells: glibc's malloc policy when not the default (system: glibc's own "
+            "thresholds); empty: steady, see allocator_conf",
+        ),
         Column(
             "trial",
             "int",
@@ -307,7 +318,7 @@ COLUMNS: dict[str, Column] = {
             "(what the wall pays; empty when not measured)",
             unit="J/img",
             aggregate="median",
-            gate=Gate("ratio", tolerance=0.10),
+            gate=Gate("ratio", tolerance=0.10, sources=("energy_source", "allocator_conf")),
         ),
         Column(
             "energy_above_idle_j_per_img",
@@ -413,16 +424,35 @@ COLUMNS: dict[str, Column] = {
             "peak_mem_bytes",
             "int",
             "memory",
-            "peak memory of the cell, bytes",
+            "peak memory of the cell, bytes: on a GPU the caching allocator's peak (weights and "
+            "input in); on the CPU the peak of what torch's allocator held for one step beyond "
+            "what it held before (the step's own allocations)",
             unit="B",
             aggregate="median",
-            gate=Gate("ratio", tolerance=0.05, timed=False, normalised=False),
+            gate=Gate(
+                "ratio",
+                tolerance=0.05,
+                timed=False,
+                normalised=False,
+                sources=("mem_source", "allocator_conf"),
+            ),
         ),
         Column(
             "mem_source",
             "str",
             "memory",
-            "how peak memory was read (cuda:max_memory_allocated, cpu:vmhwm...)",
+            "how peak memory was read (cuda:max_memory_allocated, cpu:step_allocations_peak; "
+            "rows before v5: cpu:vmhwm..., the resident high-water mark)",
+        ),
+        Column(
+            "peak_rss_bytes",
+            "int",
+            "memory",
+            "CPU cells: the resident high-water mark over warm-up and window beyond the "
+            "process's start (VmHWM reset at the start, library pages left out); it also "
+            "depends on malloc's state",
+            unit="B",
+            aggregate="median",
         ),
         Column(
             "reserved_mem_bytes",
@@ -438,7 +468,8 @@ COLUMNS: dict[str, Column] = {
             "str",
             "memory",
             "GPU cells: PYTORCH_CUDA_ALLOC_CONF as the cell's process ran with it (empty: "
-            "torch's defaults); gpu.expandable_segments=true adds expandable_segments:True",
+            "torch's defaults; gpu.expandable_segments=true adds expandable_segments:True); "
+            "CPU cells: glibc's malloc thresholds in force (malloc=steady or system)",
         ),
         Column(
             "compile_s",
@@ -566,6 +597,7 @@ IDENTITY = (
     "compile_mode",
     "tf32",
     "threads",
+    "malloc",
 )
 SIZE = ("resolution", "height")  # identity columns that only change the cell's size
 # Identity columns set by the machine rather than the code: status, params and FLOPs do not

@@ -14,6 +14,7 @@ from harness.measuring.meters.contention import usable_cpus
 
 MODES = ("infer", "train")
 DTYPES = ("float32", "bfloat16", "float16")
+MALLOCS = ("steady", "system")  # CPU cells: harness.measuring.meters.allocator
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -65,6 +66,8 @@ def validate(cfg: Config) -> Config:
         )
     if cfg.compile_mode != "default" and not cfg.compile:
         raise CellError(f"compile_mode={cfg.compile_mode} needs compile=true")
+    if cfg.malloc not in MALLOCS:
+        raise CellError(f"unknown malloc {cfg.malloc!r}; valid choices: {', '.join(MALLOCS)}")
     if cfg.batch_size < 1:
         raise CellError(f"batch_size must be an integer >= 1, got {cfg.batch_size!r}")
     if cfg.threads is not None and cfg.threads < 1:
@@ -90,6 +93,8 @@ def validate(cfg: Config) -> Config:
         except ValueError as err:
             raise CellError(str(err)) from None
     cfg.device = resolve_device(cfg.device)
+    if cfg.malloc != "steady" and cfg.device.startswith("cuda"):
+        raise CellError(f"malloc={cfg.malloc} is a CPU setting; a cuda cell takes malloc=steady")
     cfg.threads = cfg.threads or usable_cpus()
     return cfg
 
@@ -145,6 +150,7 @@ def fields(cfg: Config) -> dict[str, Any]:
         "compile_mode": None if cfg.compile_mode == "default" else cfg.compile_mode,
         "tf32": cfg.tf32,
         "threads": cfg.threads,
+        "malloc": None if cfg.malloc == "steady" else cfg.malloc,
         "trial": cfg.trial,
         "revision": cfg.revision or "",
     }

@@ -20,7 +20,7 @@ from harness import paths
 from harness.config import Config
 from harness.measuring import cell, flops, meters, provenance, revisions
 from harness.measuring.gpu import GpuSide
-from harness.measuring.meters import memory
+from harness.measuring.meters import allocator, memory
 from harness.measuring.meters.base import Bench, Window
 from harness.measuring.timing import Timer, Timing
 from harness.measuring.workload import make_step
@@ -109,6 +109,8 @@ def measure(
     """Everything the row gets from measuring; `send` ships early results to the parent.
     `uuid` is the GPU the job leased (None: found through NVML from the device index)."""
     torch.set_num_threads(cfg.threads or 1)
+    if torch.device(cfg.device).type == "cpu":
+        allocator.steady_malloc(cfg.malloc)  # before anything the cell allocates
     shift_layout()
     if cfg.revision:
         use_revision(cfg, send)
@@ -139,6 +141,10 @@ def measure(
         on_begin=lambda: cell_meters.begin("window"), on_end=lambda: cell_meters.end("window")
     )
     cell_meters.end("run")
+    if "step" in cell_meters.spans:  # one more step, for meters that would slow the timed ones
+        cell_meters.begin("step")
+        step()
+        cell_meters.end("step")
     row |= cell_meters.fields(Window(timing.iters * cfg.batch_size, timing.window_s))
     return row | timing_fields(timing, cfg.batch_size)
 

@@ -6,14 +6,16 @@
 Cells are matched by identity (harness.data.rows). status, params, MACs and FLOPs must match exactly
 (ok -> oom is a regression). Throughput, latency, energy and peak memory are judged by their
 ratio current / baseline, a 95% interval of it and a p-value of "no change", from the raw
-samples (paired trials in a same-run A/B: a sign test; trials apart: Welch's t on the logs; one
-trial: a bootstrap of its window's steps). One check makes many comparisons, so the p-values are
-corrected for the family (Holm): the chance of any false "regressed" in a run stays at 5%. With
-tolerance t, in the direction of "worse":
+samples (paired trials in a same-run A/B: Wilcoxon's signed-rank test and the Hodges-Lehmann
+interval; trials apart: Welch's t on the logs; one trial: a bootstrap of its window's steps).
+One check makes many comparisons, so the p-values are corrected for the family (Holm): the
+chance of any false "regressed" in a run stays at 5%. With tolerance t, in the direction of
+"worse":
   regressed     the ratio is worse than 1 + t and the corrected p-value is at most 5%;
   ok            the whole interval is within 1 + t (improved: also better than 1 - t);
-  inconclusive  anything else: noise too large to tell, or a row whose timing (or energy) was
-                flagged untrustworthy. No spread can make a comparison ok.
+  inconclusive  anything else: noise too large to tell, a row whose timing (or energy) was
+                flagged untrustworthy, or sides measured differently (another memory or
+                energy source, other allocator settings). No spread can make a comparison ok.
 
 Each comparison also says the smallest slowdown this run's own noise would have let it call
 regressed (`detectable`): what this runner can see, to set a tolerance from.
@@ -62,6 +64,7 @@ class Metric:
     timed: bool  # untrustworthy timing makes it inconclusive
     normalised: bool  # divided by the reference mechanism in --normalise mode
     unit: str
+    sources: tuple[str, ...]  # how it was measured: sides differing in one are not compared
 
     @classmethod
     def of(cls, column: schema.Column) -> Metric:
@@ -76,6 +79,7 @@ class Metric:
             g.timed,
             g.normalised,
             column.unit,
+            g.sources,
         )
 
 
@@ -374,7 +378,7 @@ def ratio(
         pairs = base.paired(cur, metric)
         if len(pairs) > 1:
             estimate = stats.paired_ratio([b for b, _ in pairs], [c for _, c in pairs])
-            return estimate, f"sign test over {len(pairs)} paired trials"
+            return estimate, f"signed-rank test over {len(pairs)} paired trials"
     b, c = base.per_trial(metric), cur.per_trial(metric)
     if min(len(b), len(c)) > 1:
         return stats.trial_ratio(b, c), f"t test over {len(b)} and {len(c)} trials"
@@ -496,6 +500,10 @@ def timed_lines(
             tol = tolerances.get(name, metric.tolerance)
             estimate, source = ratio(b, c, metric, paired)
             trusted = b.trusted(metric) and c.trusted(metric)
+            apart = differences(b.rows, c.rows, metric.sources)
+            why = f"untrustworthy {'energy' if 'energy' in name else 'timing'}"
+            if apart:
+                trusted, why = False, f"measured differently: {_said(apart)}"
             line = {
                 "cell": c.name,
                 "metric": name,
@@ -507,7 +515,7 @@ def timed_lines(
                 f"{1 - tol if metric.higher_is_better else 1 + tol:.3g}",
                 "p": estimate.p,
                 "verdict": "inconclusive",
-                "why": f"untrustworthy {'energy' if 'energy' in name else 'timing'}",
+                "why": why,
             }
             lines.append(line)
             if trusted:

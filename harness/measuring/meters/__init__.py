@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.measuring.meters import contention, energy, gpu_state, memory
+from harness.measuring.meters import allocator, contention, energy, gpu_state, memory
 from harness.measuring.meters.base import Bench, Meter, Plug, Window
 
 # Made, and begun, in this order, ended in the reverse one: the GPU's state first (it waits for
 # the temperature to settle before the energy meter measures idle power), the timing checks
 # last and first, nearest to the window's edges, so the GPU's clocks are read at the end before
-# the energy meter waits for its counter's next step with the GPU already idle.
+# the energy meter waits for its counter's next step with the GPU already idle. A column is
+# filled by one meter per device type.
 METERS: tuple[Plug, ...] = (
-    memory.PLUG,
+    memory.GPU,
+    memory.CPU,
+    allocator.PLUG,
     gpu_state.PLUG,
     energy.DEVICE,
     energy.HOST,
@@ -44,6 +47,10 @@ class Cell:
         for plug, meter in reversed(self.plugged):
             if plug.span == span:
                 meter.end()
+
+    @property
+    def spans(self) -> set[str]:
+        return {plug.span for plug, _ in self.plugged}
 
     def fields(self, window: Window) -> dict[str, Any]:
         """Every meter's values for the row; a value for a column a meter did not declare is a

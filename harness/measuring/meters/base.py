@@ -25,6 +25,9 @@ MAX_RESOLUTION = 0.01  # energy counter uncertainty allowed before energy is inv
 MIN_WINDOW_S = 1.0  # RAPL and power sampling: shorter windows are too coarse
 
 
+SPANS = ("window", "run", "step")
+
+
 @dataclass(frozen=True)
 class Window:
     """The timed window as the meters' fields need it."""
@@ -54,8 +57,9 @@ class Bench:
 @dataclass(frozen=True)
 class Plug:
     """A meter's entry in the table: the columns it fills, the device types it runs on, what it
-    spans ("window": the timed window; "run": warm-up and window, as peak memory must), and how
-    it is made."""
+    spans ("window": the timed window; "run": warm-up and window, as peak memory must; "step":
+    one more step after the window, for a meter that would slow the timed ones), and how it is
+    made."""
 
     name: str
     columns: tuple[str, ...]
@@ -64,8 +68,10 @@ class Plug:
     make: Callable[[Bench], Meter]
 
     def __post_init__(self) -> None:
-        if self.span not in ("window", "run"):
-            raise ValueError(f"meter {self.name}: span is 'window' or 'run', not {self.span!r}")
+        if self.span not in SPANS:
+            raise ValueError(
+                f"meter {self.name}: span is one of {', '.join(SPANS)}, not {self.span!r}"
+            )
 
 
 @dataclass

@@ -3,11 +3,13 @@ are in place (so set-up copies, like float32 weights cast to bfloat16, are not i
 `end()` after the timed window.
 
 On a GPU: the CUDA caching allocator's peak, reset at begin (it starts from what is resident:
-weights, input). On the CPU: the kernel's resident high-water mark (VmHWM), reset at begin
-through /proc/self/clear_refs, minus the resident set when the meter was made and minus the
-file-backed pages (library code) that became resident meanwhile: what this cell allocated, not
-the process's history, and not how much of libtorch it happened to touch (which varies between
-installations by tens of MB).
+weights, input): `peak_mem_bytes`. On the CPU: the kernel's resident high-water mark (VmHWM),
+reset at begin through /proc/self/clear_refs, minus the resident set when the meter was made
+and minus the file-backed pages (library code) that became resident meanwhile: what this cell
+made resident, not the process's history, and not how much of libtorch it happened to touch
+(which varies between installations by tens of MB): `peak_rss_bytes`. It also depends on
+malloc's state, so the CPU's `peak_mem_bytes` comes from torch's allocator instead
+(harness.measuring.meters.allocator).
 """
 
 from __future__ import annotations
@@ -64,11 +66,14 @@ class MemoryMeter:
             self.reserved = int(torch.cuda.max_memory_reserved(self.device))
 
     def fields(self, window: Window) -> dict[str, Any]:
-        out = {"peak_mem_bytes": self.peak, "mem_source": self.source}
-        if self.device.type == "cuda":
-            out["reserved_mem_bytes"] = self.reserved
-            out["allocator_conf"] = os.environ.get(ALLOC_CONF, "")
-        return out
+        if self.device.type != "cuda":
+            return {"peak_rss_bytes": self.peak}
+        return {
+            "peak_mem_bytes": self.peak,
+            "mem_source": self.source,
+            "reserved_mem_bytes": self.reserved,
+            "allocator_conf": os.environ.get(ALLOC_CONF, ""),
+        }
 
     def _peak(self) -> int | None:
         if self.device.type == "cuda":
@@ -90,13 +95,14 @@ def _make(bench: Bench) -> MemoryMeter:
 
 
 # spans the warm-up too: the first steps allocate what the timed ones reuse
-PLUG = Plug(
+GPU = Plug(
     "memory",
     ("peak_mem_bytes", "mem_source", "reserved_mem_bytes", "allocator_conf"),
-    ("cpu", "cuda"),
+    ("cuda",),
     "run",
     _make,
 )
+CPU = Plug("resident_memory", ("peak_rss_bytes",), ("cpu",), "run", _make)
 
 
 def use_expandable_segments() -> None:
