@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+import yaml
 from fixtures import row
 
 from harness.data.rows import write_row
@@ -444,3 +445,71 @@ def test_sides_measured_differently_are_not_compared(tmp_path, capsys):
     code, out, _ = run(tmp_path, capsys, current, baseline=baseline)
     assert set(verdicts(out, "latency_ms").values()) == {"inconclusive"}
     assert "current allocator_conf=glibc M_MMAP_THRESHOLD=33554432" in out
+
+
+def ab_run(tmp_path, base, current):
+    """An A/B sweep's directory from two sides' rows (revisions aaaa.. and bbbb..)."""
+    run = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    for i, values in enumerate(pd.concat([base, current]).to_dict("records")):
+        write_row(run / f"job{i}", values)
+    revisions = [{"ref": "A", "sha": "aaaaaaaaaaaa"}, {"ref": "B", "sha": "bbbbbbbbbbbb"}]
+    (run / "sweep.json").write_text(json.dumps({"revisions": revisions}))
+    return run
+
+
+def test_calibrate_writes_the_tolerances_an_a_a_holds(tmp_path, capsys):
+    """An A/A with 1% noise between trials: the tolerances written cover its intervals, so the
+    same run checked with them is ok; a tighter tolerance than the noise would not be."""
+    base = trial_rows(trials=10, noise=0.01, drift=0.01, revision="aaaaaaaaaaaa")
+    again = trial_rows(trials=10, noise=0.01, drift=0.01, seed=7, revision="bbbbbbbbbbbb")
+    run = ab_run(tmp_path, base, again)
+    out = tmp_path / "tolerances.yaml"
+    assert check.main(["--ab", str(run), "--calibrate", str(out)]) == check.EXIT_OK
+    printed = capsys.readouterr().out
+    tolerance = yaml.safe_load(out.read_text())["tolerance"]
+    assert set(tolerance) == {
+        "latency_ms",
+        "throughput_img_s",
+        "energy_j_per_img",
+        "peak_mem_bytes",
+    }
+    assert all(check.FLOOR <= t < 0.1 for t in tolerance.values()), tolerance
+    assert "smallest detectable slowdown" in out.read_text()
+    assert check.main(["--ab", str(run), "--config", str(out)]) == check.EXIT_OK
+    tight = ["--tolerance", "latency_ms=0.001"]
+    assert check.main(["--ab", str(run), *tight]) == check.EXIT_INCONCLUSIVE
+
+
+def test_calibrate_refuses_sides_that_differ(tmp_path, capsys):
+    base = trial_rows(trials=10, noise=0.01, drift=0.01, revision="aaaaaaaaaaaa")
+    slower = trial_rows(
+        trials=10, noise=0.01, drift=0.01, seed=7, revision="bbbbbbbbbbbb", slow={"sdpa": 1.2}
+    )
+    out = tmp_path / "tolerances.yaml"
+    code = check.main(["--ab", str(ab_run(tmp_path, base, slower)), "--calibrate", str(out)])
+    assert code == check.EXIT_UNUSABLE and not out.exists()
+    assert "differ significantly (sdpa small" in capsys.readouterr().err
+
+
+def test_a_few_flagged_trials_are_left_out_and_many_leave_it_undecided(tmp_path, capsys):
+    """One of 12 trials flagged (a burst of noise on a shared machine): judged on the other 11,
+    saying so; four of 12 flagged (more than a quarter): timing not judged at all."""
+    base = trial_rows(trials=12, noise=0.01, drift=0.01, revision="aaaaaaaaaaaa")
+    again = trial_rows(trials=12, noise=0.01, drift=0.01, seed=7, revision="bbbbbbbbbbbb")
+    sdpa = again.index[(again["attention"] == "sdpa") & (again["resolution"] == 64)]
+    again.loc[sdpa[:1], "timing_valid"] = False
+    code = check.main(
+        ["--ab", str(ab_run(tmp_path, base, again)), "--tolerance", "latency_ms=0.03"]
+    )
+    out = capsys.readouterr().out
+    assert code == check.EXIT_OK, out
+    assert "over 11 paired trials, 1 flagged trials left out" in out
+    again.loc[sdpa[:4], "timing_valid"] = False
+    code = check.main(
+        ["--ab", str(ab_run(tmp_path, base, again)), "--tolerance", "latency_ms=0.03"]
+    )
+    out = capsys.readouterr().out
+    assert code == check.EXIT_INCONCLUSIVE
+    assert {
+        v for k, v in verdicts(out, "latency_ms").items() if k.startswith("sdpa small 64px")
+    } == {"inconclusive"}

@@ -48,6 +48,7 @@ from harness.reporting import stats
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 ALPHA = 0.05  # the chance of any false "regressed" in one check's family of comparisons
+TRUSTED_SHARE = 0.75  # of a cell's ok trials unflagged, or its timed metrics are not judged
 NO_TEST = float("nan")  # p-value where the samples give no test (the interval alone decides)
 EXACT = [name for name, c in schema.GATED.items() if c.gate and c.gate.how == "exact"]
 
@@ -280,13 +281,28 @@ class Cell:
     def trials(self) -> int:
         return len(self.rows)
 
-    def trusted(self, metric: Metric) -> bool:
+    def flagged(self, metric: Metric) -> pd.Series:
+        """Which ok trials' timing (or energy) was flagged untrustworthy for this metric."""
         ok = self.rows[self.rows["status"] == "ok"]
-        if metric.timed and "timing_valid" in ok and not ok["timing_valid"].map(schema.truth).all():
-            return False
+        flags = pd.Series(False, index=ok.index)
+        if metric.timed and "timing_valid" in ok:
+            flags |= ~ok["timing_valid"].map(schema.truth).astype(bool)
         if metric.column == "energy_j_per_img" and "energy_valid" in ok:
-            return bool(ok["energy_valid"].map(schema.truth).all())
-        return True
+            flags |= ~ok["energy_valid"].map(schema.truth).astype(bool)
+        return flags
+
+    def trusted(self, metric: Metric) -> Cell | None:
+        """The cell without its flagged trials, where enough are left to judge it
+        (TRUSTED_SHARE of the ok ones, and at least one): a shared machine's burst of noise
+        costs a trial, not the verdict; the flagged trials never decide. None: too few left."""
+        flags = self.flagged(metric)
+        if not flags.any():
+            return self
+        kept = len(flags) - int(flags.sum())
+        if kept < max(1, math.ceil(TRUSTED_SHARE * len(flags))):
+            return None
+        rows = self.rows.drop(index=flags[flags].index)
+        return Cell(self.name, rows, self.status, self.exact)
 
     def value(self, metric: Metric) -> float | None:
         values = self.rows.loc[self.rows["status"] == "ok", metric.column].dropna()
@@ -494,12 +510,19 @@ def timed_lines(
         if b.status != "ok" or c.status != "ok":
             continue
         for name, metric in METRICS.items():
-            bv, cv = b.value(metric), c.value(metric)
-            if bv is None or cv is None or bv <= 0 or cv <= 0:
+            if b.value(metric) is None or c.value(metric) is None:
                 continue
             tol = tolerances.get(name, metric.tolerance)
-            estimate, source = ratio(b, c, metric, paired)
-            trusted = b.trusted(metric) and c.trusted(metric)
+            bt, ct = b.trusted(metric), c.trusted(metric)
+            trusted = bt is not None and ct is not None
+            bt, ct = (b, c) if bt is None or ct is None else (bt, ct)
+            bv, cv = bt.value(metric), ct.value(metric)
+            if bv is None or cv is None or bv <= 0 or cv <= 0:
+                continue
+            estimate, source = ratio(bt, ct, metric, paired)
+            left_out = int(b.flagged(metric).sum() + c.flagged(metric).sum()) if trusted else 0
+            if left_out:
+                source += f", {left_out} flagged trials left out"
             apart = differences(b.rows, c.rows, metric.sources)
             why = f"untrustworthy {'energy' if 'energy' in name else 'timing'}"
             if apart:
@@ -510,6 +533,8 @@ def timed_lines(
                 "baseline": bv,
                 "current": cv,
                 "ratio": estimate.point,
+                "lo": estimate.lo,
+                "hi": estimate.hi,
                 "interval": f"{estimate.lo:.3g}..{estimate.hi:.3g}",
                 "allowed": f"{'>=' if metric.higher_is_better else '<='} "
                 f"{1 - tol if metric.higher_is_better else 1 + tol:.3g}",
@@ -525,8 +550,9 @@ def timed_lines(
     for line, e, tol, metric, source in judged:
         p = None if np.isnan(e.p) else next(corrected)
         line["p_holm"] = p
-        seen = stats.detectable(e, ALPHA / max(len(tested), 1), tol, metric.higher_is_better)
-        line["detectable"] = _detectable(seen)
+        floor = stats.detectable(e, ALPHA / max(len(tested), 1), 0.0, metric.higher_is_better)
+        line["noise_floor"] = floor  # what the noise alone lets it see (for --calibrate)
+        line["detectable"] = _detectable(None if floor is None else max(floor, 1 + tol))
         line["verdict"] = judge(e.point, e.lo, e.hi, tol, metric.higher_is_better, p)
         line["why"] = source
         if line["verdict"] == "inconclusive":
@@ -648,6 +674,60 @@ def _change(line: Any) -> str:
     return f"{line.ratio:.3f}x (interval {line.interval}, allowed {line.allowed})"
 
 
+# ---------------------------------------------------------------- calibration
+
+MARGIN = 1.25  # a calibrated tolerance covers the A/A's widest interval end by this much
+FLOOR = 0.01  # and is never below 1%: a tolerance tighter than that asks for luck
+STEP = 0.005  # rounded up to half a percent
+
+
+def calibrate(table: pd.DataFrame, label: str, out: Path) -> int:
+    """From an A/A (the same code on both sides): per metric, the tolerance this runner can
+    hold, i.e. the worse end of the widest interval of that metric over the run's cells, with a
+    margin, and what it could detect; written as an attnbench-check --config file. An A/A
+    whose sides differ significantly is not an A/A: refused."""
+    timed = table[table["metric"].isin(list(METRICS)) & table["p_holm"].notna()]
+    if timed.empty:
+        raise UnusableInput(
+            f"--calibrate: {label} has no comparison with a test (paired trials): measure the "
+            "A/A with trials=10 or more"
+        )
+    differ = timed[timed["p_holm"] <= ALPHA]
+    if not differ.empty:
+        named = "; ".join(f"{r.cell} {r.metric} {_change(r)}" for r in differ.itertuples())
+        raise UnusableInput(
+            f"--calibrate: the two sides of {label} differ significantly ({named}): an A/A "
+            "measures the same code twice; nothing written"
+        )
+    tolerance: dict[str, float] = {}
+    lines = []
+    for name, group in timed.groupby("metric", sort=False):
+        metric = METRICS[str(name)]
+        worse_hi = 1 / group["lo"] if metric.higher_is_better else group["hi"]
+        widest = float(worse_hi.max()) - 1
+        held = max(FLOOR, math.ceil(max(widest, 0) * MARGIN / STEP) * STEP)
+        tolerance[str(name)] = round(held, 4)
+        seen = pd.to_numeric(group["noise_floor"], errors="coerce")
+        seen = seen[np.isfinite(seen)]
+        detect = f"{float(seen.median()) - 1:.1%}" if len(seen) else "nothing"
+        lines.append(
+            f"#   {name}: widest interval end {widest:+.1%} over {len(group)} cells -> "
+            f"{held:.1%}; median smallest detectable slowdown {detect}"
+        )
+    header = [
+        "# attnbench-check tolerances calibrated from an A/A on this runner",
+        f"# (attnbench-check --ab ... --calibrate, {label}; attnbench {paths.version()}):",
+        f"# each is the worse end of the metric's widest 95% interval x {MARGIN}, at least "
+        f"{FLOOR:.0%}, rounded up to {STEP:.1%}.",
+        *lines,
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(header) + "\n" + yaml.safe_dump({"tolerance": tolerance}))
+    print("\n".join(line.removeprefix("# ") for line in header))
+    print(f"attnbench-check: calibrated tolerances written to {out}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -713,11 +793,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"allowed relative change; metrics: {', '.join(METRICS)}",
     )
     parser.add_argument("--normalise", metavar="REF", help="compare relative to mechanism REF")
+    parser.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="OUT.yaml",
+        help="with --ab of an A/A (the same code twice): write the tolerances this runner holds",
+    )
     parser.add_argument("--github-bigger", type=Path, help="write customBiggerIsBetter JSON")
     parser.add_argument("--github-smaller", type=Path, help="write customSmallerIsBetter JSON")
     args = parser.parse_args(argv)
     if (args.ab is None) == (args.baseline is None or args.current is None):
         parser.error("give --baseline and --current, or --ab RUN_DIR")
+    if args.calibrate is not None and args.ab is None:
+        parser.error("--calibrate needs --ab RUN_DIR: an A/A sweep (revision=X,Y of the same code)")
     return args
 
 
@@ -741,6 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         table, baseline, current = compare(
             base_rows, cur_rows, config["tolerance"], args.ab is not None, args.exact_only, notes
         )
+        if args.calibrate is not None:
+            return calibrate(table, label, args.calibrate)
     except UnusableInput as err:
         print(f"attnbench-check: unusable input: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
