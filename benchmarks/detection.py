@@ -1,22 +1,28 @@
-"""How well does a same-run A/B check find a slowdown on this machine, and how often does it cry
-wolf? Measured, not assumed.
+"""How well does the same-run A/B check find a slowdown on this machine, and how often does it
+cry wolf? Measured, not assumed.
 
-It makes two throwaway commits on top of HEAD (in a temporary git worktree; no branch is moved):
-one that slows one mechanism by real extra work (a GEMM per block, sized by timing it here to
-add the wanted fraction to that mechanism's model step), and one that changes nothing the
-measurement can see (a comment). Then, R times each, it runs
-    attnbench sweep=ab revision=HEAD,<slow> trials=T    -> attnbench-check --ab  (A/B)
-    attnbench sweep=ab revision=HEAD,<no-op> trials=T   -> attnbench-check --ab  (A/A)
-and prints the detection rate (exit 1 naming only the slowed mechanism), the false-alarm rate
-(exit 1 in A/A), the inconclusive counts and the wall time per run. --burn runs a CPU-burning
-process beside every run (a shared machine at its worst).
+It makes throwaway commits on top of HEAD (in a temporary git worktree; no branch is moved): one
+per slowdown that slows one mechanism by real extra work (a GEMM per block, sized by timing it
+here to add that fraction to the mechanism's model step), and one that changes nothing the
+measurement can see (a comment). Each run is one sweep of all of them beside HEAD,
+    attnbench sweep=ab revision=<slow 10%>,<no-op>,HEAD,<slow 5%>
+and the check CI runs (attnbench-check --ab --config runs/baselines/cpu-smoke/ab.yaml) on each
+pair HEAD -> other, from that one sweep: an A/A (HEAD -> no-op) and an A/B per slowdown. Four
+sides in one sweep cost less than three sweeps and measure each pair within the same trials;
+a pair's two cells run up to two cells apart instead of back to back (HEAD sits beside the
+no-op and the 5% side), which only makes the noise here worse than in CI's two-sided sweep.
 
-    python -m benchmarks.detection [--slowdown 0.10] [--runs 10] [--trials 10] [--burn]
+It prints every run's verdicts and then the rates: an A/B detected (exit 1 naming only the slowed
+mechanism's cells), passed as ok (exit 0), inconclusive (3); an A/A ok, false alarm (1),
+inconclusive; and the wall time per sweep. --burn runs a CPU-burning process beside every run.
+
+    python -m benchmarks.detection [--slowdowns 0.10,0.05] [--runs 10] [--burn]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import statistics
@@ -29,6 +35,7 @@ from pathlib import Path
 import torch
 
 import attention_zoo as zoo
+from harness.data import rows as schema
 
 REPO = Path(__file__).resolve().parent.parent
 VICTIM = "linear_infsa"
@@ -78,33 +85,37 @@ def burn_width(fraction: float) -> int:
     return width
 
 
-def throwaway_commits(work: Path, fraction: float) -> tuple[str, str, int]:
-    """(slow commit, no-op commit, burn width) on top of HEAD, in the worktree `work`."""
+def throwaway_commits(work: Path, fractions: list[float]) -> tuple[dict[str, str], str]:
+    """({label: slow commit}, no-op commit) on top of HEAD, in the worktree `work`."""
     head = git("rev-parse", "HEAD")
     source = work / "attention_zoo" / f"{VICTIM}.py"
     original = source.read_text()
-    width = burn_width(fraction)
-    slowed = original.replace(
-        "    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:\n",
-        "    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:\n"
-        f"        {MARK} real extra work, {fraction:.0%} of the model step\n"
-        f"        _ = x @ torch.ones(x.shape[-1], {width}, dtype=x.dtype, device=x.device)\n",
-    )
-    assert slowed != original, f"{VICTIM}.forward not found"
     who = ["-c", "user.name=attnbench", "-c", "user.email=attnbench@localhost"]
-    source.write_text(slowed)
-    git(*who, "commit", "-qam", f"throwaway: {VICTIM} {fraction:.0%} slower", cwd=work)
-    slow = git("rev-parse", "HEAD", cwd=work)
+    slow = {}
+    for fraction in fractions:
+        width = burn_width(fraction)
+        slowed = original.replace(
+            "    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:\n",
+            "    def forward(self, x: Tensor, hw: tuple[int, int]) -> Tensor:\n"
+            f"        {MARK} real extra work, {fraction:.0%} of the model step\n"
+            f"        _ = x @ torch.ones(x.shape[-1], {width}, dtype=x.dtype, device=x.device)\n",
+        )
+        assert slowed != original, f"{VICTIM}.forward not found"
+        git("checkout", "-q", head, cwd=work)
+        source.write_text(slowed)
+        git(*who, "commit", "-qam", f"throwaway: {VICTIM} {fraction:.0%} slower", cwd=work)
+        label = f"{fraction:.0%} slower"
+        slow[label] = git("rev-parse", "HEAD", cwd=work)
+        print(f"{label}: {slow[label][:12]} (+{width}-column GEMM per block)")
     git("checkout", "-q", head, cwd=work)
     source.write_text(original + f"\n{MARK} a comment, nothing measurable\n")
     git(*who, "commit", "-qam", "throwaway: no-op", cwd=work)
-    noop = git("rev-parse", "HEAD", cwd=work)
-    return slow, noop, width
+    return slow, git("rev-parse", "HEAD", cwd=work)
 
 
-def ab(base: str, other: str, trials: int, scratch: Path) -> tuple[int, str, float]:
-    """One same-run A/B: the check's exit code, its verdict line, and the sweep's wall time."""
-    sweep = scratch / f"run{time.monotonic_ns()}"
+def sweep(sides: list[str], scratch: Path) -> tuple[Path, float]:
+    """One sweep of all sides; its directory and wall time."""
+    out = scratch / f"run{time.monotonic_ns()}"
     start = time.perf_counter()
     subprocess.run(
         [
@@ -112,85 +123,120 @@ def ab(base: str, other: str, trials: int, scratch: Path) -> tuple[int, str, flo
             "-m",
             "harness",
             "sweep=ab",
-            f"revision={base},{other}",
-            f"trials={trials}",
-            f"hydra.sweep.dir={sweep}",
+            f"revision={','.join(sides)}",
+            f"hydra.sweep.dir={out}",
         ],
         cwd=scratch,
         check=True,
         capture_output=True,
     )
-    wall = time.perf_counter() - start
+    return out, time.perf_counter() - start
+
+
+def check_pair(run: Path, base: str, other: str) -> tuple[int, str]:
+    """CI's check of base -> other, on that pair's rows of the sweep: exit code, verdict."""
+    pair = run.with_name(f"{run.name}-{other[:12]}")
+    pair.mkdir()
+    rows = schema.collect(run)
+    keep = rows["revision"].isin([base[:12], other[:12]])
+    rows[keep].to_csv(pair / schema.RESULTS, index=False)
+    plan = json.loads((run / "sweep.json").read_text())
+    plan["revisions"] = [r for s in (base, other) for r in plan["revisions"] if r["sha"] == s[:12]]
+    (pair / "sweep.json").write_text(json.dumps(plan))
     done = subprocess.run(
-        [sys.executable, "-m", "harness.reporting.check", "--ab", str(sweep), *TOLERANCE],
+        [
+            sys.executable,
+            "-m",
+            "harness.reporting.check",
+            "--ab",
+            str(pair),
+            "--config",
+            str(CONFIG),
+        ],
         capture_output=True,
         text=True,
     )
-    shutil.rmtree(sweep, ignore_errors=True)
+    shutil.rmtree(pair, ignore_errors=True)
     ratios = [
         float(line.split()[line.split().index("latency_ms") + 3])
         for line in done.stdout.splitlines()
         if line.lstrip().startswith(VICTIM) and " latency_ms " in line
     ]
     achieved = f"{VICTIM} latency ratios {', '.join(f'{r:.3f}' for r in ratios)}; "
-    return done.returncode, achieved + done.stdout.strip().splitlines()[-1], wall
+    return done.returncode, achieved + (done.stdout.strip().splitlines() or [done.stderr])[-1]
 
 
-TOLERANCE = ["--tolerance", "throughput_img_s=0.05", "--tolerance", "latency_ms=0.05"]
+CONFIG = REPO / "runs" / "baselines" / "cpu-smoke" / "ab.yaml"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--slowdown", type=float, default=0.10)
+    parser.add_argument("--slowdowns", default="0.10,0.05")
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--burn", action="store_true", help="a CPU-burning process beside")
     args = parser.parse_args()
+    fractions = [float(f) for f in args.slowdowns.split(",")]
     head = git("rev-parse", "HEAD")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp, "work")
         git("worktree", "add", "-q", "--detach", str(work), head)
         try:
-            slow, noop, width = throwaway_commits(work, args.slowdown)
+            slow, noop = throwaway_commits(work, fractions)
         finally:
             git("worktree", "remove", "--force", str(work))
-        print(f"slow commit {slow[:12]} (+{width}-column GEMM per block), no-op {noop[:12]}")
+        labels = list(slow)
+        sides = [slow[labels[0]], noop, head, *(slow[k] for k in labels[1:])]
+        print(f"no-op {noop[:12]}; sides in each trial: {', '.join(s[:12] for s in sides)}")
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.burn else None
-        results: dict[str, list[tuple[int, str, float]]] = {"A/B": [], "A/A": []}
+        results: dict[str, list[tuple[int, str]]] = {k: [] for k in ["A/A", *labels]}
+        walls = []
         try:
             for r in range(args.runs):
-                for kind, other in (("A/B", slow), ("A/A", noop)):
-                    code, line, wall = ab(head, other, args.trials, Path(tmp))
-                    results[kind].append((code, line, wall))
+                run, wall = sweep(sides, Path(tmp))
+                walls.append(wall)
+                for kind, other in (("A/A", noop), *slow.items()):
+                    code, line = check_pair(run, head, other)
+                    results[kind].append((code, line))
                     shown = line if code == 1 else line[:300]  # name every cell called regressed
-                    print(f"{kind} run {r + 1}: exit {code} in {wall:.0f} s: {shown}")
-                    sys.stdout.flush()
+                    print(f"run {r + 1} {kind}: exit {code}: {shown}")
+                print(f"run {r + 1}: sweep of {len(sides)} sides in {wall:.0f} s")
+                sys.stdout.flush()
+                shutil.rmtree(run, ignore_errors=True)
         finally:
             if burner is not None:
                 burner.kill()
-    summarise(results, args)
+    summarise(results, walls, args)
 
 
-def summarise(results: dict[str, list[tuple[int, str, float]]], args: argparse.Namespace) -> None:
+def summarise(
+    results: dict[str, list[tuple[int, str]]], walls: list[float], args: argparse.Namespace
+) -> None:
     def verdict(line: str) -> str:
         return line.split("attnbench-check: ", 1)[-1]
 
-    detected = sum(
-        code == 1
-        and VICTIM in verdict(line)
-        and not re.search(r"(softmax|sdpa) small", verdict(line))
-        for code, line, _ in results["A/B"]
-    )
-    passed = sum(code == 0 for code, _, _ in results["A/B"])
-    alarms = sum(code == 1 for code, _, _ in results["A/A"])
-    unsure = {k: sum(code == 3 for code, _, _ in v) for k, v in results.items()}
-    walls = [wall for v in results.values() for _, _, wall in v]
+    def count(kind: str, code: int) -> int:
+        return sum(c == code for c, _ in results[kind])
+
     print(
-        f"\n{args.slowdown:.0%} slowdown of {VICTIM}, trials={args.trials}, tolerance 5%"
-        f"{', CPU burner beside' if args.burn else ''}: detected in {detected}/{args.runs} A/B "
-        f"runs (passed as ok: {passed}, inconclusive: {unsure['A/B']}); A/A false alarms "
-        f"{alarms}/{args.runs} (inconclusive: {unsure['A/A']}); wall per A/B run median "
-        f"{statistics.median(walls):.0f} s (max {max(walls):.0f} s)"
+        f"\n{args.runs} runs, tolerances {CONFIG.relative_to(REPO)}"
+        f"{', CPU burner beside' if args.burn else ''}:"
+    )
+    aa = f"A/A: ok {count('A/A', 0)}, false alarm {count('A/A', 1)}, inconclusive {count('A/A', 3)}"
+    print(aa + f", unusable {count('A/A', 2)}")
+    for kind in [k for k in results if k != "A/A"]:
+        named_only = sum(
+            code == 1
+            and VICTIM in verdict(line)
+            and not re.search(r"(softmax|sdpa) small", verdict(line))
+            for code, line in results[kind]
+        )
+        print(
+            f"{VICTIM} {kind}: failed {count(kind, 1)} ({named_only} naming only {VICTIM}), "
+            f"passed as ok {count(kind, 0)}, inconclusive {count(kind, 3)}"
+        )
+    print(
+        f"wall per sweep of {len(results) + 1} sides: median {statistics.median(walls):.0f} s, "
+        f"max {max(walls):.0f} s"
     )
 
 
