@@ -124,6 +124,7 @@ def sweep(sides: list[str], scratch: Path) -> tuple[Path, float]:
             "harness",
             "sweep=ab",
             f"revision={','.join(sides)}",
+            f"revision_repo={REPO}",
             f"hydra.sweep.dir={out}",
         ],
         cwd=scratch,

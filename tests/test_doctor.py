@@ -8,6 +8,7 @@ import time
 
 from fake_nvml import FakeNvml
 
+from harness.measuring.meters.contention import usable_cpus
 from harness.reporting import doctor
 
 
@@ -24,7 +25,10 @@ def test_on_a_cpu_machine_it_runs_and_says_what_it_cannot_see(capsys):
 
 
 def test_busy_cpus_fail_the_cpu_check():
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    # one burner per CPU this process may use: on a 64-CPU runner four would be 6% busy
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(usable_cpus())
+    ]
     try:
         findings = {f.check: f for f in doctor.cpu_findings(sample_s=0.5)}
     finally:

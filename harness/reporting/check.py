@@ -537,7 +537,7 @@ def timed_lines(
                 "hi": estimate.hi,
                 "interval": f"{estimate.lo:.3g}..{estimate.hi:.3g}",
                 "allowed": f"{'>=' if metric.higher_is_better else '<='} "
-                f"{1 - tol if metric.higher_is_better else 1 + tol:.3g}",
+                f"{1 - tol if metric.higher_is_better else 1 + tol:.4g}",
                 "p": estimate.p,
                 "verdict": "inconclusive",
                 "why": why,

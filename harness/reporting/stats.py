@@ -1,10 +1,13 @@
 """Intervals from raw samples, for the check's verdicts and the report's error bars.
 
-With two or more trials a side (separate processes, apart in time: they carry the run-to-run
-variation one window cannot show), the interval of a ratio is Welch's t interval on the log of
-each trial's value: honest with few trials, where a bootstrap over three values is far too
-narrow. With one trial a side only the steps within one window are there to resample (a seeded
-bootstrap), which sees within-window noise only; the check says so. Same rows, same verdict.
+Trials measured in pairs (a same-run A/B: both sides of a trial back to back) are judged on the
+logs of each pair's ratio by Wilcoxon's signed-rank test, with the Hodges-Lehmann estimate and
+its exact interval. With two or more trials a side otherwise (separate processes, apart in
+time: they carry the run-to-run variation one window cannot show), the interval of a ratio is
+Welch's t interval on the log of each trial's value: honest with few trials, where a bootstrap
+over three values is far too narrow. With one trial a side only the steps within one window are
+there to resample (a seeded bootstrap), which sees within-window noise only; the check says so.
+Same rows, same verdict.
 """
 
 from __future__ import annotations
