@@ -169,6 +169,21 @@ def main() -> None:
                 build(store, runs, args.noise, 0)
                 print(f"built {runs} runs in {time.perf_counter() - start:.0f} s")
             (store / history.CACHE).unlink(missing_ok=True)
+            start = time.perf_counter()
+            history.load(store)  # cold: every file read, the cache written
+            read_cold = time.perf_counter() - start
+            start = time.perf_counter()
+            cells = history.load(store).cells
+            read_warm = time.perf_counter() - start
+            start = time.perf_counter()
+            one = cells[(cells["attention"] == "sdpa") & (cells["time"] >= cells["time"].median())]
+            query = time.perf_counter() - start
+            print(
+                f"{runs} runs ({len(cells)} cells): read {read_cold:.2f} s cold, "
+                f"{read_warm:.2f} s from the cache; a query by cell and time {query * 1e3:.1f} ms "
+                f"({len(one)} lines)"
+            )
+            (store / history.CACHE).unlink(missing_ok=True)
             cold, _ = cli("check", "--store", str(store))
             warm = [cli("check", "--store", str(store))[0] for _ in range(3)]
             page = [
@@ -177,8 +192,9 @@ def main() -> None:
             ]
             size = (store / "page" / "history.html").stat().st_size / 2**20
             print(
-                f"{runs} runs: check {cold:.2f} s cold (no cache), {statistics.median(warm):.2f} s "
-                f"warm; report {statistics.median(page):.2f} s ({size:.1f} MiB page)"
+                f"{runs} runs: attnbench-history check {cold:.2f} s cold (no cache), "
+                f"{statistics.median(warm):.2f} s warm; report {statistics.median(page):.2f} s "
+                f"({size:.1f} MiB page); wall of the command, Python's start included"
             )
 
 

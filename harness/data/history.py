@@ -231,17 +231,21 @@ def load(store: Path) -> Loaded:
         if name in seen:
             continue
         try:
-            fresh.append(_read_run(folder / name).assign(_file=name))
+            part = _read_run(folder / name).assign(_file=name)
+            part["cell"] = [schema.identity(line) for line in part.to_dict("records")]
+            fresh.append(part)
             seen[name] = size
         except (OSError, ValueError, pd.errors.ParserError) as err:
             problems.append(f"{folder / name}: {err}")
     parts = [f for f in (*frames.values(), *fresh) if not f.empty]
-    cells = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEY, "_file"])
+    empty = pd.DataFrame(columns=[*KEY, "_file", "cell"])
+    cells = pd.concat(parts, ignore_index=True) if parts else empty
     if fresh:
         with contextlib.suppress(OSError):  # a read-only store is still read
             schema.write_atomic(cache_path, pickle.dumps({"files": seen, "cells": cells}))
+    if "cell" not in cells:
+        cells["cell"] = pd.Series(dtype=str)
     cells = cells.sort_values(["time", "run"], kind="stable", ignore_index=True)
-    cells["cell"] = [schema.identity(line) for line in cells.to_dict("records")]
     return Loaded(cells, problems)
 
 

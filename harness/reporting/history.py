@@ -30,7 +30,7 @@ from harness import paths
 from harness.data import history
 from harness.data import rows as schema
 from harness.reporting import changepoints
-from harness.reporting.report import SCRIPT, STYLE, _html_table
+from harness.reporting.page import SCRIPT, STYLE, html_table
 
 EXIT_OK, EXIT_REGRESSED, EXIT_UNUSABLE = 0, 1, 2
 MIN_CHANGE = 0.02  # a change point smaller than this (relative) is not reported
@@ -290,7 +290,7 @@ def render(
         shown = found.assign(
             ratio=found["ratio"].map("{:.3f}".format), p=found["p"].map("{:.2g}".format)
         )
-        body.append(_html_table(shown, "changes"))
+        body.append(html_table(shown, "changes"))
     body.append("<h2>Series</h2>")
     for machine, words, metric, part in series(cells):
         marks = found[
