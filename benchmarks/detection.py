@@ -16,7 +16,7 @@ It prints every run's verdicts and then the rates: an A/B detected (exit 1 namin
 mechanism's cells), passed as ok (exit 0), inconclusive (3); an A/A ok, false alarm (1),
 inconclusive; and the wall time per sweep. --burn runs a CPU-burning process beside every run.
 
-    python -m benchmarks.detection [--slowdowns 0.10,0.05] [--runs 10] [--burn]
+    python -m benchmarks.detection [--slowdowns 0.10,0.05] [--runs 10] [--trials N] [--burn]
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def throwaway_commits(work: Path, fractions: list[float]) -> tuple[dict[str, str
     return slow, git("rev-parse", "HEAD", cwd=work)
 
 
-def sweep(sides: list[str], scratch: Path) -> tuple[Path, float]:
-    """One sweep of all sides; its directory and wall time."""
+def sweep(sides: list[str], scratch: Path, trials: int | None) -> tuple[Path, float]:
+    """One sweep of all sides (sweep=ab's trials unless given); its directory and wall time."""
     out = scratch / f"run{time.monotonic_ns()}"
     start = time.perf_counter()
     subprocess.run(
@@ -125,6 +125,7 @@ def sweep(sides: list[str], scratch: Path) -> tuple[Path, float]:
             "sweep=ab",
             f"revision={','.join(sides)}",
             f"revision_repo={REPO}",
+            *([f"trials={trials}"] if trials else []),
             f"hydra.sweep.dir={out}",
         ],
         cwd=scratch,
@@ -175,6 +176,7 @@ def main() -> None:
     parser.add_argument("--slowdowns", default="0.10,0.05")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--burn", action="store_true", help="a CPU-burning process beside")
+    parser.add_argument("--trials", type=int, help="paired trials per sweep (default: sweep=ab's)")
     args = parser.parse_args()
     fractions = [float(f) for f in args.slowdowns.split(",")]
     head = git("rev-parse", "HEAD")
@@ -193,7 +195,7 @@ def main() -> None:
         walls = []
         try:
             for r in range(args.runs):
-                run, wall = sweep(sides, Path(tmp))
+                run, wall = sweep(sides, Path(tmp), args.trials)
                 walls.append(wall)
                 for kind, other in (("A/A", noop), *slow.items()):
                     code, line = check_pair(run, head, other)
@@ -218,8 +220,9 @@ def summarise(
     def count(kind: str, code: int) -> int:
         return sum(c == code for c, _ in results[kind])
 
+    trials = f"trials={args.trials}" if args.trials else "sweep=ab's trials"
     print(
-        f"\n{args.runs} runs, tolerances {CONFIG.relative_to(REPO)}"
+        f"\n{args.runs} runs, {trials}, tolerances {CONFIG.relative_to(REPO)}"
         f"{', CPU burner beside' if args.burn else ''}:"
     )
     aa = f"A/A: ok {count('A/A', 0)}, false alarm {count('A/A', 1)}, inconclusive {count('A/A', 3)}"

@@ -163,9 +163,9 @@ def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
     what drifts over a run (load, heat) cancels within each pair. On the log of each pair's
     ratio: the Hodges-Lehmann estimate (median of the pairwise averages), its exact
     distribution-free interval of at least 95% (from the signed-rank distribution; with fewer
-    than 6 pairs, the averages' full range) and Wilcoxon's signed-rank p-value. About as
-    tight as a t interval on well-behaved noise (the sign test's median needs ~1.5x the
-    trials for the same width), and one bad trial cannot move it far."""
+    than 6 pairs, the averages' full range) and Wilcoxon's signed-rank p-value. It weighs the
+    sizes of the differences, not only their signs (under normal noise the sign test needs
+    ~1.5x the pairs for the same power), and one bad trial cannot move it far."""
     d = np.log(np.asarray(current, float) / np.asarray(base, float))
     n = len(d)
     i, j = np.triu_indices(n)
