@@ -31,12 +31,11 @@ PROBE = """<script>window.addEventListener('load', function () {
 });</script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
-def test_every_image_loads_and_no_page_text_says_none_or_nan(tmp_path):
-    rows = ladder(energy=False)
-    _, page = report.render({"cpu run": rows}, tmp_path)
+def dump_dom(page: str, probe: str, tmp_path) -> subprocess.CompletedProcess:
+    """The page with `probe` (a script) added, loaded from disk by headless Chromium: its DOM
+    once the page's scripts have run."""
     probed = tmp_path / "probed.html"
-    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    probed.write_text(page.replace("</body>", probe + "</body>"))
     done = subprocess.run(
         [
             CHROMIUM,
@@ -50,6 +49,14 @@ def test_every_image_loads_and_no_page_text_says_none_or_nan(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_every_image_loads_and_no_page_text_says_none_or_nan(tmp_path):
+    rows = ladder(energy=False)
+    _, page = report.render({"cpu run": rows}, tmp_path)
+    done = dump_dom(page.read_text(), PROBE, tmp_path)
     found = re.search(r'<div id="probe">images (\d+)/(\d+)</div>', done.stdout)
     assert found, done.stdout[-2000:]
     loaded, total = map(int, found.groups())

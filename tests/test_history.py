@@ -5,13 +5,12 @@ failing, a corrupt file named and the rest still read, and the page in headless 
 import itertools
 import multiprocessing
 import re
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 from fixtures import row
-from test_browser import CHROMIUM, FLAGS
+from test_browser import CHROMIUM, dump_dom
 
 from harness.data import history
 from harness.reporting import changepoints
@@ -217,25 +216,11 @@ def test_the_page_shows_every_series_and_its_change_points_in_a_browser(tmp_path
         ' marks ' + document.querySelectorAll('svg line.regression').length;
       document.body.appendChild(probe);
     });</script>"""
-    probed = out / "probed.html"
-    probed.write_text(page.replace("</body>", probe + "</body>"))
-    done = subprocess.run(
-        [
-            CHROMIUM,
-            *FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            probed.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = dump_dom(page, probe, tmp_path)
     found = re.search(r'<div id="probe">charts (\d+)/(\d+) marks (\d+)</div>', done.stdout)
     assert found, done.stdout[-2000:]
     drawn, total, marks = map(int, found.groups())
-    # three cells x four metrics with values (throughput, latency, memory; no energy on cpu)
+    # three cells x the three metrics with values (throughput, latency, memory; no energy here)
     assert total == drawn == len(CELLS) * 3 and marks >= 2  # sdpa's throughput and latency
     first_table = done.stdout.index('id="changes"')
     assert first_table < done.stdout.index('class="chart"')  # the change points come first
