@@ -15,8 +15,10 @@ no-op and the 5% side), which only makes the noise here worse than in CI's two-s
 It prints every run's verdicts and then the rates: an A/B detected (exit 1 naming only the slowed
 mechanism's cells), passed as ok (exit 0), inconclusive (3); an A/A ok, false alarm (1),
 inconclusive; and the wall time per sweep. --burn runs a CPU-burning process beside every run.
+A slowdown written FRACTION:N is measured in the first N runs only (the A/A in all of them), so
+rates over 20 runs for one and 10 for another cost one sweep per run, not per rate.
 
-    python -m benchmarks.detection [--slowdowns 0.10,0.05] [--runs 10] [--trials N] [--burn]
+    python -m benchmarks.detection [--slowdowns 0.10:20,0.05:10] [--runs 20] [--trials N] [--burn]
 """
 
 from __future__ import annotations
@@ -62,25 +64,30 @@ def step_ms(model: torch.nn.Module, images: torch.Tensor, repeats: int = 60) -> 
 
 def burn_width(fraction: float) -> int:
     """Columns of the extra (tokens x dim) @ (dim x width) GEMM per block that make the small
-    model's step at 224² `fraction` slower: timed here, with and without it, and adjusted."""
+    model's step at 224² `fraction` slower: timed here with and without it, interleaved in
+    rounds (so a noisy second falls on both), and adjusted."""
     torch.manual_seed(0)
     images = torch.randn(1, 3, 224, 224)
     model = zoo.ViT.from_preset("small", VICTIM).eval()
-    cls = type(model.blocks[0].attn)
+    attn: torch.nn.Module = model.blocks[0].attn  # type: ignore[assignment]
+    cls = type(attn)
     plain = cls.forward
-    base = step_ms(model, images)
     width = 256
-    for _ in range(3):
+    for _ in range(4):
 
         def slowed(self, x, hw, width=width):  # the same work the throwaway commit adds
             _ = x @ torch.ones(x.shape[-1], width, dtype=x.dtype, device=x.device)
             return plain(self, x, hw)
 
-        cls.forward = slowed
-        try:
-            achieved = step_ms(model, images) / base - 1
-        finally:
-            cls.forward = plain
+        ratios = []
+        for _ in range(6):
+            base = step_ms(model, images, 40)
+            cls.forward = slowed
+            try:
+                ratios.append(step_ms(model, images, 40) / base)
+            finally:
+                cls.forward = plain
+        achieved = statistics.median(ratios) - 1
         width = max(1, round(width * fraction / max(achieved, 1e-3)))
     return width
 
@@ -173,12 +180,16 @@ CONFIG = REPO / "runs" / "baselines" / "cpu-smoke" / "ab.yaml"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--slowdowns", default="0.10,0.05")
+    parser.add_argument(
+        "--slowdowns", default="0.10,0.05", help="FRACTION[:RUNS],...: RUNS of --runs by default"
+    )
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--burn", action="store_true", help="a CPU-burning process beside")
     parser.add_argument("--trials", type=int, help="paired trials per sweep (default: sweep=ab's)")
     args = parser.parse_args()
-    fractions = [float(f) for f in args.slowdowns.split(",")]
+    wanted = [s.partition(":") for s in args.slowdowns.split(",")]
+    fractions = [float(f) for f, _, _ in wanted]
+    runs_of = [int(n) if n else args.runs for _, _, n in wanted]
     head = git("rev-parse", "HEAD")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp, "work")
@@ -188,19 +199,25 @@ def main() -> None:
         finally:
             git("worktree", "remove", "--force", str(work))
         labels = list(slow)
-        sides = [slow[labels[0]], noop, head, *(slow[k] for k in labels[1:])]
-        print(f"no-op {noop[:12]}; sides in each trial: {', '.join(s[:12] for s in sides)}")
+        runs = dict(zip(labels, runs_of, strict=True))
+        print(
+            f"no-op {noop[:12]}; runs: A/A {args.runs}, "
+            + ", ".join(f"{k} {runs[k]}" for k in labels)
+        )
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.burn else None
         results: dict[str, list[tuple[int, str]]] = {k: [] for k in ["A/A", *labels]}
-        walls = []
+        walls: dict[int, list[float]] = {}
         try:
             for r in range(args.runs):
+                now = [k for k in labels if r < runs[k]]
+                sides = [*(slow[k] for k in now[:1]), noop, head, *(slow[k] for k in now[1:])]
+                print(f"run {r + 1}: sides in each trial {', '.join(s[:12] for s in sides)}")
                 run, wall = sweep(sides, Path(tmp), args.trials)
-                walls.append(wall)
-                for kind, other in (("A/A", noop), *slow.items()):
+                walls.setdefault(len(sides), []).append(wall)
+                for kind, other in (("A/A", noop), *((k, slow[k]) for k in now)):
                     code, line = check_pair(run, head, other)
                     results[kind].append((code, line))
-                    shown = line if code == 1 else line[:300]  # name every cell called regressed
+                    shown = line[:300] if code == 0 else line  # name every cell not ok
                     print(f"run {r + 1} {kind}: exit {code}: {shown}")
                 print(f"run {r + 1}: sweep of {len(sides)} sides in {wall:.0f} s")
                 sys.stdout.flush()
@@ -212,7 +229,9 @@ def main() -> None:
 
 
 def summarise(
-    results: dict[str, list[tuple[int, str]]], walls: list[float], args: argparse.Namespace
+    results: dict[str, list[tuple[int, str]]],
+    walls: dict[int, list[float]],
+    args: argparse.Namespace,
 ) -> None:
     def verdict(line: str) -> str:
         return line.split("attnbench-check: ", 1)[-1]
@@ -222,11 +241,11 @@ def summarise(
 
     trials = f"trials={args.trials}" if args.trials else "sweep=ab's trials"
     print(
-        f"\n{args.runs} runs, {trials}, tolerances {CONFIG.relative_to(REPO)}"
+        f"\n{trials}, tolerances {CONFIG.relative_to(REPO)}"
         f"{', CPU burner beside' if args.burn else ''}:"
     )
-    aa = f"A/A: ok {count('A/A', 0)}, false alarm {count('A/A', 1)}, inconclusive {count('A/A', 3)}"
-    print(aa + f", unusable {count('A/A', 2)}")
+    aa = f"A/A, {len(results['A/A'])} runs: ok {count('A/A', 0)}, false alarm {count('A/A', 1)}"
+    print(aa + f", inconclusive {count('A/A', 3)}, unusable {count('A/A', 2)}")
     for kind in [k for k in results if k != "A/A"]:
         named_only = sum(
             code == 1
@@ -235,13 +254,14 @@ def summarise(
             for code, line in results[kind]
         )
         print(
-            f"{VICTIM} {kind}: failed {count(kind, 1)} ({named_only} naming only {VICTIM}), "
-            f"passed as ok {count(kind, 0)}, inconclusive {count(kind, 3)}"
+            f"{VICTIM} {kind}, {len(results[kind])} runs: failed {count(kind, 1)} ({named_only} "
+            f"naming only {VICTIM}), passed as ok {count(kind, 0)}, inconclusive {count(kind, 3)}"
         )
-    print(
-        f"wall per sweep of {len(results) + 1} sides: median {statistics.median(walls):.0f} s, "
-        f"max {max(walls):.0f} s"
-    )
+    for sides, times in sorted(walls.items()):
+        print(
+            f"wall per sweep of {sides} sides ({len(times)} sweeps): median "
+            f"{statistics.median(times):.0f} s, max {max(times):.0f} s"
+        )
 
 
 if __name__ == "__main__":

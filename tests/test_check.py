@@ -139,7 +139,7 @@ def test_noise_that_hides_a_regression_of_the_tolerance_is_inconclusive(tmp_path
     )
     assert code == check.EXIT_INCONCLUSIVE, out
     assert "INCONCLUSIVE" in out.splitlines()[-1] and "none regressed" in out.splitlines()[-1]
-    assert "noise: interval spans the tolerance" in out
+    assert "noise: bound <= " in out and "beyond the tolerance" in out
 
 
 @pytest.mark.parametrize("factor", [1.0, 1.3])
@@ -316,15 +316,29 @@ def test_github_action_benchmark_json(tmp_path, capsys):
 
 
 def test_the_verdict_rule():
-    assert check.judge(1.3, 1.2, 1.4, 0.1, False, None) == "regressed"
-    assert check.judge(1.3, 1.2, 1.4, 0.1, False, 0.01) == "regressed"
-    assert check.judge(1.3, 1.2, 1.4, 0.1, False, 0.06) == "inconclusive"  # not after correction
-    assert check.judge(1.3, 0.9, 1.7, 0.1, False, None) == "inconclusive"
-    assert check.judge(1.05, 1.01, 1.09, 0.1, False, 0.001) == "ok"  # real, but within tolerance
-    assert check.judge(1.05, 1.01, 1.11, 0.1, False, None) == "inconclusive"
-    assert check.judge(0.8, 0.75, 0.85, 0.1, False, 0.001) == "improved"
-    assert check.judge(1 / 1.3, 1 / 1.4, 1 / 1.2, 0.1, True, 0.001) == "regressed"
-    assert check.judge(50.0, 0.01, 5000.0, 0.1, False, None) == "inconclusive"
+    def verdict(point, lo, hi, p, bounds=None, higher_is_better=False, tol=0.1):
+        bounds = bounds or (lo, hi)
+        return check.judge(stats.Estimate(point, lo, hi, p, bounds), tol, higher_is_better, p)
+
+    assert verdict(1.3, 1.2, 1.4, None) == "regressed"
+    assert verdict(1.3, 1.2, 1.4, 0.01) == "regressed"
+    assert verdict(1.3, 1.2, 1.4, 0.06) == "inconclusive"  # not after correction
+    assert verdict(1.3, 0.9, 1.7, None) == "inconclusive"
+    assert verdict(1.05, 1.01, 1.09, 0.001) == "ok"  # real, but within tolerance
+    assert verdict(1.05, 1.01, 1.11, None) == "inconclusive"
+    # ok is one-sided: the 95% bound on worse decides, not the two-sided interval's end
+    assert verdict(1.05, 1.01, 1.11, 0.001, bounds=(1.02, 1.095)) == "ok"
+    assert verdict(1.05, 1.01, 1.11, 0.001, bounds=(1.02, 1.105)) == "inconclusive"
+    assert verdict(0.8, 0.75, 0.85, 0.001) == "improved"
+    assert verdict(0.88, 0.75, 1.01, 0.001, bounds=(0.78, 0.99)) == "improved"
+    assert verdict(0.88, 0.75, 1.01, 0.001, bounds=(0.78, 1.01)) == "ok"  # not surely better
+    assert verdict(1 / 1.3, 1 / 1.4, 1 / 1.2, 0.001, higher_is_better=True) == "regressed"
+    # throughput: its lower bound is the one on worse
+    assert verdict(0.97, 0.89, 1.05, 0.5, bounds=(0.91, 1.04), higher_is_better=True) == "ok"
+    assert verdict(0.97, 0.89, 1.05, 0.5, bounds=(0.9, 1.04), higher_is_better=True) == (
+        "inconclusive"
+    )
+    assert verdict(50.0, 0.01, 5000.0, None) == "inconclusive"
 
 
 def test_holm_adjusts_by_rank_and_keeps_the_order():
@@ -355,6 +369,8 @@ def test_paired_interval_is_the_textbook_hodges_lehmann_interval():
     assert (estimate.lo, estimate.point, estimate.hi) == pytest.approx(
         (np.exp(walsh[8]), np.exp(np.median(walsh)), np.exp(walsh[-9]))
     )
+    # one-sided: P(T <= 10) = 0.042 for ten pairs, so each 95% bound is the 11th from its end
+    assert estimate.bounds == pytest.approx((np.exp(walsh[10]), np.exp(walsh[-11])))
     one_bad = np.append(logs[:9], 2.0)  # a 7x outlier moves it by less than the noise
     assert stats.paired_ratio(np.ones(10), np.exp(one_bad)).point < np.exp(np.median(walsh) + 0.02)
 

@@ -12,7 +12,11 @@ One check makes many comparisons, so the p-values are corrected for the family (
 chance of any false "regressed" in a run stays at 5%. With tolerance t, in the direction of
 "worse":
   regressed     the ratio is worse than 1 + t and the corrected p-value is at most 5%;
-  ok            the whole interval is within 1 + t (improved: also better than 1 - t);
+  ok            its one-sided 95% bound on "worse" is within 1 + t (improved: also better
+                than 1 - t and its other bound better than 1): a non-inferiority test. A run is
+                ok only if every comparison is, so (the intersection-union principle) the
+                chance of calling a run ok that is worse than 1 + t anywhere is at most 5%
+                with no correction for the family;
   inconclusive  anything else: noise too large to tell, a row whose timing (or energy) was
                 flagged untrustworthy, or sides measured differently (another memory or
                 energy source, other allocator settings). No spread can make a comparison ok.
@@ -369,18 +373,25 @@ def cell_name(line: dict[str, Any] | pd.Series) -> str:
 # ---------------------------------------------------------------- verdicts
 
 
-def judge(
-    point: float, lo: float, hi: float, tol: float, higher_is_better: bool, p: float | None
-) -> str:
-    """The verdict for a ratio and its interval, in the direction of "worse". `p` is the
-    family-corrected p-value of no change (None where the samples give no test: the interval
-    alone decides)."""
-    worse, worse_lo, worse_hi = (1 / point, 1 / hi, 1 / lo) if higher_is_better else (point, lo, hi)
+def slowdown_bound(estimate: stats.Estimate, higher_is_better: bool) -> float:
+    """The one-sided 95% bound in the direction of "worse", as a slowdown (above 1 is worse):
+    what `ok` is judged by, and what --calibrate sizes a tolerance from."""
+    below, above = estimate.bounds
+    return 1 / below if higher_is_better else above
+
+
+def judge(estimate: stats.Estimate, tol: float, higher_is_better: bool, p: float | None) -> str:
+    """The verdict for a ratio, in the direction of "worse". `p` is the family-corrected
+    p-value of no change (None where the samples give no test: the interval decides)."""
+    e = estimate
+    # as a slowdown: worse is above 1
+    worse, worse_lo = (1 / e.point, 1 / e.hi) if higher_is_better else (e.point, e.lo)
+    bound = slowdown_bound(e, higher_is_better)
     significant = worse_lo > 1 if p is None else p <= ALPHA
     if worse > 1 + tol and significant:
         return "regressed"
-    if worse_hi <= 1 + tol:
-        return "improved" if worse < 1 - tol and worse_hi < 1 else "ok"
+    if bound <= 1 + tol:
+        return "improved" if worse < 1 - tol and bound < 1 else "ok"
     return "inconclusive"
 
 
@@ -412,10 +423,9 @@ def ratio(
     if metric.samples == "steps":  # old rows without raw steps: the recorded p10..p90 envelope
         b10, b90 = base.rows["latency_ms_p10"].median(), base.rows["latency_ms_p90"].median()
         c10, c90 = cur.rows["latency_ms_p10"].median(), cur.rows["latency_ms_p90"].median()
-        if metric.higher_is_better:
-            return stats.Estimate(point, b10 / c90, b90 / c10, NO_TEST), "p10..p90 envelope"
-        return stats.Estimate(point, c10 / b90, c90 / b10, NO_TEST), "p10..p90 envelope"
-    return stats.Estimate(point, point, point, NO_TEST), "one value per side"
+        lo, hi = (b10 / c90, b90 / c10) if metric.higher_is_better else (c10 / b90, c90 / b10)
+        return stats.Estimate(point, lo, hi, NO_TEST, (lo, hi)), "p10..p90 envelope"
+    return stats.Estimate(point, point, point, NO_TEST, (point, point)), "one value per side"
 
 
 def compare(
@@ -520,6 +530,7 @@ def timed_lines(
             if bv is None or cv is None or bv <= 0 or cv <= 0:
                 continue
             estimate, source = ratio(bt, ct, metric, paired)
+            sign = ">=" if metric.higher_is_better else "<="
             left_out = int(b.flagged(metric).sum() + c.flagged(metric).sum()) if trusted else 0
             if left_out:
                 source += f", {left_out} flagged trials left out"
@@ -533,11 +544,10 @@ def timed_lines(
                 "baseline": bv,
                 "current": cv,
                 "ratio": estimate.point,
-                "lo": estimate.lo,
-                "hi": estimate.hi,
+                "slowdown_bound": slowdown_bound(estimate, metric.higher_is_better),
                 "interval": f"{estimate.lo:.3g}..{estimate.hi:.3g}",
-                "allowed": f"{'>=' if metric.higher_is_better else '<='} "
-                f"{1 - tol if metric.higher_is_better else 1 + tol:.4g}",
+                "bound": f"{sign} {estimate.bounds[0 if metric.higher_is_better else 1]:.4g}",
+                "allowed": f"{sign} {1 - tol if metric.higher_is_better else 1 + tol:.4g}",
                 "p": estimate.p,
                 "verdict": "inconclusive",
                 "why": why,
@@ -553,10 +563,10 @@ def timed_lines(
         floor = stats.detectable(e, ALPHA / max(len(tested), 1), 0.0, metric.higher_is_better)
         line["noise_floor"] = floor  # what the noise alone lets it see (for --calibrate)
         line["detectable"] = _detectable(None if floor is None else max(floor, 1 + tol))
-        line["verdict"] = judge(e.point, e.lo, e.hi, tol, metric.higher_is_better, p)
+        line["verdict"] = judge(e, tol, metric.higher_is_better, p)
         line["why"] = source
         if line["verdict"] == "inconclusive":
-            line["why"] = f"noise: interval spans the tolerance ({source})"
+            line["why"] = f"noise: bound {line['bound']} beyond the tolerance ({source})"
     return lines
 
 
@@ -611,6 +621,7 @@ def report(
                 "current",
                 "ratio",
                 "interval",
+                "bound",
                 "allowed",
                 "p_holm",
                 "detectable",
@@ -676,16 +687,17 @@ def _change(line: Any) -> str:
 
 # ---------------------------------------------------------------- calibration
 
-MARGIN = 1.25  # a calibrated tolerance covers the A/A's widest interval end by this much
+MARGIN = 1.25  # a calibrated tolerance covers the A/A's widest bound on worse by this much
 FLOOR = 0.01  # and is never below 1%: a tolerance tighter than that asks for luck
 STEP = 0.005  # rounded up to half a percent
 
 
 def calibrate(table: pd.DataFrame, label: str, out: Path) -> int:
     """From an A/A (the same code on both sides): per metric, the tolerance this runner can
-    hold, i.e. the worse end of the widest interval of that metric over the run's cells, with a
-    margin, and what it could detect; written as an attnbench-check --config file. An A/A
-    whose sides differ significantly is not an A/A: refused."""
+    hold, i.e. the widest one-sided bound on "worse" (what `ok` is judged by) of that metric
+    over the run's cells, with a margin, and what it could detect; written as an
+    attnbench-check --config file. An A/A whose sides differ significantly is not an A/A:
+    refused."""
     timed = table[table["metric"].isin(list(METRICS)) & table["p_holm"].notna()]
     if timed.empty:
         raise UnusableInput(
@@ -702,22 +714,20 @@ def calibrate(table: pd.DataFrame, label: str, out: Path) -> int:
     tolerance: dict[str, float] = {}
     lines = []
     for name, group in timed.groupby("metric", sort=False):
-        metric = METRICS[str(name)]
-        worse_hi = 1 / group["lo"] if metric.higher_is_better else group["hi"]
-        widest = float(worse_hi.max()) - 1
+        widest = float(group["slowdown_bound"].max()) - 1
         held = max(FLOOR, math.ceil(max(widest, 0) * MARGIN / STEP) * STEP)
         tolerance[str(name)] = round(held, 4)
         seen = pd.to_numeric(group["noise_floor"], errors="coerce")
         seen = seen[np.isfinite(seen)]
         detect = f"{float(seen.median()) - 1:.1%}" if len(seen) else "nothing"
         lines.append(
-            f"#   {name}: widest interval end {widest:+.1%} over {len(group)} cells -> "
+            f"#   {name}: widest bound {widest:+.1%} over {len(group)} cells -> "
             f"{held:.1%}; median smallest detectable slowdown {detect}"
         )
     header = [
         "# attnbench-check tolerances calibrated from an A/A on this runner",
         f"# (attnbench-check --ab ... --calibrate, {label}; attnbench {paths.version()}):",
-        f"# each is the worse end of the metric's widest 95% interval x {MARGIN}, at least "
+        f"# each is the metric's widest one-sided 95% bound on worse x {MARGIN}, at least "
         f"{FLOOR:.0%}, rounded up to {STEP:.1%}.",
         *lines,
     ]

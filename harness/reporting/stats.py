@@ -20,7 +20,7 @@ import numpy as np
 import scipy.stats
 
 RESAMPLES = 2000
-LEVEL = 0.95
+LEVEL = 0.95  # of an interval; and of each one-sided bound (`Estimate.bound`)
 _BUDGET = 4_000_000  # values drawn per side per bootstrap: bounds time and memory
 
 Stat = Callable[..., np.ndarray]
@@ -30,12 +30,15 @@ Stat = Callable[..., np.ndarray]
 class Estimate:
     """A ratio current / base, its 95% interval, and the two-sided p-value of "no change"
     (ratio 1) from the same samples: the check corrects these p-values for the family of
-    comparisons one run makes (holm), which one interval cannot do."""
+    comparisons one run makes (holm), which one interval cannot do. `bounds` are the one-sided
+    95% bounds below and above (each alone holds 95% of the time; together a 90% interval):
+    "no worse than 1 + t" is a one-sided claim, judged by one of them."""
 
     point: float
     lo: float
     hi: float
     p: float
+    bounds: tuple[float, float]
     # the noise the test saw, for what it could detect: paired trials ("pairs", the log ratios),
     # trials apart ("t", (se of the log ratio, degrees of freedom)), or none
     noise: tuple[str, tuple[float, ...]] = ("", ())
@@ -107,14 +110,20 @@ def ratio(
     rng = np.random.default_rng(seed)
     draws = _draws(c, rng, stat) / _draws(b, rng, stat)
     tail = (1 - LEVEL) / 2
-    lo, hi = np.quantile(draws, [tail, 1 - tail])
+    lo, below, above, hi = np.quantile(draws, [tail, 1 - LEVEL, LEVEL, 1 - tail])
     p = min(1.0, 2 * min(float(np.mean(draws <= 1)), float(np.mean(draws >= 1))))
-    return Estimate(point, float(min(lo, point)), float(max(hi, point)), max(p, 1 / RESAMPLES))
+    return Estimate(
+        point,
+        float(min(lo, point)),
+        float(max(hi, point)),
+        max(p, 1 / RESAMPLES),
+        (float(min(below, point)), float(max(above, point))),
+    )
 
 
-def t975(df: float) -> float:
-    """Student's t 97.5% quantile: the half-width factor of a two-sided 95% interval."""
-    return float(scipy.stats.t.ppf(0.975, max(df, 1.0)))
+def t_quantile(df: float, level: float = 1 - (1 - LEVEL) / 2) -> float:
+    """Student's t quantile; by default the half-width factor of a two-sided 95% interval."""
+    return float(scipy.stats.t.ppf(level, max(df, 1.0)))
 
 
 def trial_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
@@ -125,13 +134,14 @@ def trial_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
     se = float(np.sqrt(vb + vc))
     df = (vb + vc) ** 2 / (vb**2 / (len(b) - 1) + vc**2 / (len(c) - 1)) if se > 0 else 1e9
     diff = float(c.mean() - b.mean())
-    half = t975(df) * se
+    half, one_sided = t_quantile(df) * se, t_quantile(df, LEVEL) * se
     p = float(2 * scipy.stats.t.sf(abs(diff) / se, max(df, 1.0))) if se > 0 else float(diff == 0)
     return Estimate(
         float(np.exp(diff)),
         float(np.exp(diff - half)),
         float(np.exp(diff + half)),
         p,
+        (float(np.exp(diff - one_sided)), float(np.exp(diff + one_sided))),
         ("t", (se, max(df, 1.0))),
     )
 
@@ -163,7 +173,8 @@ def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
     what drifts over a run (load, heat) cancels within each pair. On the log of each pair's
     ratio: the Hodges-Lehmann estimate (median of the pairwise averages), its exact
     distribution-free interval of at least 95% (from the signed-rank distribution; with fewer
-    than 6 pairs, the averages' full range) and Wilcoxon's signed-rank p-value. It weighs the
+    than 6 pairs, the averages' full range), its one-sided 95% bounds the same way, and
+    Wilcoxon's signed-rank p-value. It weighs the
     sizes of the differences, not only their signs (under normal noise the sign test needs
     ~1.5x the pairs for the same power), and one bad trial cannot move it far."""
     d = np.log(np.asarray(current, float) / np.asarray(base, float))
@@ -171,13 +182,17 @@ def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
     i, j = np.triu_indices(n)
     walsh = np.sort((d[i] + d[j]) / 2)
     cdf = np.cumsum(_signed_rank_null(n))
-    # the largest k with P(T+ <= k) <= 2.5%: the k smallest and k largest averages lie outside
-    k = max(int(np.sum(cdf <= (1 - LEVEL) / 2)) - 1, 0)
+
+    def outside(tail: float) -> int:  # the largest k with P(T+ <= k) <= tail: the k smallest
+        return max(int(np.sum(cdf <= tail)) - 1, 0)  # (k largest) averages lie below (above)
+
+    k, one = outside((1 - LEVEL) / 2), outside(1 - LEVEL)
     return Estimate(
         float(np.exp(np.median(walsh))),
         float(np.exp(walsh[k])),
         float(np.exp(walsh[len(walsh) - 1 - k])),
         _signed_rank_p(d),
+        (float(np.exp(walsh[one])), float(np.exp(walsh[len(walsh) - 1 - one]))),
         ("pairs", tuple(float(v) for v in d)),
     )
 
@@ -185,6 +200,6 @@ def paired_ratio(base: Sequence[float], current: Sequence[float]) -> Estimate:
 def trial_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """One value per trial (>= 2): the geometric mean and its 95% t interval."""
     logs = np.log(np.asarray(values, float))
-    half = t975(len(logs) - 1) * float(logs.std(ddof=1)) / np.sqrt(len(logs))
+    half = t_quantile(len(logs) - 1) * float(logs.std(ddof=1)) / np.sqrt(len(logs))
     mean = float(logs.mean())
     return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
