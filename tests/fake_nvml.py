@@ -2,7 +2,10 @@
 
 Realistic by default, in the ways that decide a number:
 - the total-energy counter (mJ) advances only every `period_s` (~100 ms on real GPUs), by the
-  energy of the power profile over that period, not on every read;
+  energy of the power profile over that period, not on every read; with `sensor_duty` below 1
+  the sensor sees only the last `sensor_duty` of each period and counts its mean power for the
+  whole period (A100/H100 sample ~25% of the runtime: "Part-time Power Measurements", arXiv
+  2312.02741), so a load shorter than the period is over- or under-counted by where it falls;
 - `nvmlDeviceGetPowerUsage` is a 1-second moving average (Ampere except GA100, and newer), while
   the instant power is a field value (`NVML_FI_DEV_POWER_INSTANT` via `nvmlDeviceGetFieldValues`);
 - in a container the process list shows host PIDs: the measuring process appears under a PID
@@ -71,6 +74,7 @@ class FakeNvml:
         busy_util=100,
         idle_sm_mhz=345,
         load_sm_mhz=1980,
+        sensor_duty=1.0,
     ) -> None:
         self.counters = list(counters_mj)
         self.simple = bool(counters_mj) if simple is None else simple
@@ -93,6 +97,8 @@ class FakeNvml:
         self.pstate_delay_s = pstate_delay_s
         self.busy_util = busy_util  # % of a sample period with a kernel running, while loaded
         self.limited: dict[int, list[tuple[float, bool]]] = {}
+        self.sensor_duty = sensor_duty
+        self.counted: list[float] = []  # J counted for each period that has ended
 
     # ---- the simulated board
 
@@ -124,10 +130,23 @@ class FakeNvml:
                 state = busy
         return self.load_w if state else self.idle_w
 
-    def energy_j(self, t0: float, t1: float, dt: float = 0.001) -> float:
-        steps = max(1, int((t1 - t0) / dt))
-        width = (t1 - t0) / steps
-        return sum(self.power_w(t0 + (i + 0.5) * width) for i in range(steps)) * width
+    def energy_j(self, t0: float, t1: float) -> float:
+        """The board's energy from t0 to t1, exactly: power is idle or load between changes."""
+        total, at = 0.0, t0
+        for since, _ in self.busy_since:
+            if t0 < since < t1:
+                total += (since - at) * self.power_w(at)
+                at = since
+        return total + (t1 - at) * self.power_w(at)
+
+    def counted_j(self, periods: int) -> float:
+        """What the counter has added over the first `periods` periods: each period's
+        energy as its sensor saw it (the mean power of its sampled part, for the period)."""
+        while len(self.counted) < periods:
+            end = (len(self.counted) + 1) * self.period_s
+            seen = self.period_s * self.sensor_duty
+            self.counted.append(self.energy_j(end - seen, end) * self.period_s / seen)
+        return sum(self.counted[:periods])
 
     def script(self, **sequences) -> None:
         """Serve these readings in order (the last repeats): clocks_event_reasons,
@@ -172,8 +191,8 @@ class FakeNvml:
             value = self.counters[min(self.counter_reads, len(self.counters) - 1)]
             self.counter_reads += 1
             return value
-        tick = int(self.now() / self.period_s) * self.period_s  # the last update
-        return int(1e3 * self.energy_j(0.0, tick)) + 10**9
+        periods = int(self.now() / self.period_s)  # updated at the end of each
+        return int(1e3 * self.counted_j(periods)) + 10**9
 
     def nvmlDeviceGetPowerUsage(self, handle) -> int:
         if self.simple:

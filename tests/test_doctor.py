@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from fake_nvml import FakeNvml
 
 from harness.measuring.meters.contention import usable_cpus
@@ -91,3 +92,38 @@ def test_a_probe_that_never_starts_is_reported_not_waited_for():
     )
     assert finding.status == "unknown" and "no CUDA context within" in finding.value
     assert time.monotonic() - start < 30
+
+
+def pulsed(nvml):
+    """The pulse test's load, on the double: the board is busy for as long as asked."""
+
+    def load(seconds):
+        nvml.set_busy(True)
+        time.sleep(seconds)
+        nvml.set_busy(False)
+
+    return lambda index: load
+
+
+def test_the_power_test_finds_a_sensor_that_sees_a_quarter_of_each_step():
+    """A sensor sampling the last 25% of each counter step (A100/H100) is found at about 25%
+    by a pulsed load, and warned of; a plain doctor run does not load the GPU."""
+    nvml = FakeNvml(period_s=0.05, sensor_duty=0.25)
+    found, _ = doctor.gpu_findings(nvml, probe_self=False, power_test=pulsed(nvml))
+    line = next(f for f in found if f.check == "power sensor coverage")
+    assert line.status == "warn" and "counted by where it falls" in line.why
+    share = int(line.value.split("%")[0]) / 100
+    assert 0.15 <= share <= 0.4, line.value
+    plain, _ = doctor.gpu_findings(FakeNvml(period_s=0.05), probe_self=False)
+    assert "power sensor coverage" not in {f.check for f in plain}
+
+
+def test_the_power_test_finds_a_sensor_that_sees_all_of_each_step():
+    nvml = FakeNvml(period_s=0.05, idle_w=60, load_w=300)
+    found = doctor.sensor_coverage(nvml, "GPU-fake", pulsed(nvml)(0), 0.05)
+    assert found.share is not None and found.share >= 0.9, found
+    assert (found.idle_w, found.load_w) == (
+        pytest.approx(60, rel=0.05),
+        pytest.approx(300, rel=0.05),
+    )
+    assert doctor.coverage_finding("cuda:0", found, 0.05).status == "ok"

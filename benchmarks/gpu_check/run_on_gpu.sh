@@ -8,7 +8,7 @@
 # (BUDGET_S, default 470 s) could not hold it:
 #   env + install, nvidia-smi, raw NVML/CUDA probe (counter step and lag, instant vs 1 s average
 #   power, SM clock and clocks-event reasons after the load stops, violation counters, SDPA
-#   backend), attnbench-doctor, the nine mechanisms at 1024² (paper_4l, bf16, batch 4, infer) as a
+#   backend), attnbench-doctor (with its power-sensor pulse test), the nine mechanisms at 1024² (paper_4l, bf16, batch 4, infer) as a
 #   sweep, softmax 4096² (OOM), softmax 2048²,4096² as a sweep (OOM then skipped_oom), linear_infsa
 #   9216², sdpa 4096² (to scale sdpa's big cells), four mechanisms trained at 1024², sdpa's
 #   FlashAttention backward past 2^31 elements (error, or ok) and a cell after it (recovery).
@@ -350,7 +350,7 @@ main() {
     nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,persistence_mode,pstate,compute_mode,mig.mode.current,power.draw,power.limit,power.default_limit,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,memory.used,memory.total --format=csv;
     nvidia-smi -q -d PERFORMANCE,POWER | grep -v "^$" | head -60; nvidia-smi'
   step probe 20 60 "$PY" "$W/probe.py"
-  step doctor 15 90 bash -c 'cd "$W" && "$PY" -m harness.reporting.doctor --json "$W/doctor.json" >"$OUT/doctor.txt" 2>&1; rc=$?; cat "$OUT/doctor.txt"; exit $rc'
+  step doctor 20 90 bash -c 'cd "$W" && "$PY" -m harness.reporting.doctor --power-test --json "$W/doctor.json" >"$OUT/doctor.txt" 2>&1; rc=$?; cat "$OUT/doctor.txt"; exit $rc'
   # The nine mechanisms at 1024², inference: the paper sweep's headline slice, forked from the
   # fork server with CUDA first made in each cell.
   step A_1024_infer 60 220 bash "$W/sweep.sh" A_1024_infer mode=infer resolution=1024

@@ -5,7 +5,8 @@ nothing it can see would make a measurement untrustworthy, 1 when something woul
 line says what and why). What it cannot see is listed, not passed over. Every sweep stores its
 output beside results.csv (harness.data.store); the report shows it.
 
-GPU, through NVML: driver and NVML versions; per GPU the energy counter and its measured step,
+GPU, through NVML: driver and NVML versions; per GPU the energy counter and its measured step
+(with --power-test, how much of each step the power sensor sees, from a pulsed load),
 the instant-power field, other compute processes, whether a process can recognise itself in the
 process list (containers show host PIDs), persistence mode, clocks against their maximum,
 application clocks and power limit against their defaults, throttle reasons, temperature, MIG.
@@ -19,9 +20,12 @@ import contextlib
 import json
 import os
 import select
+import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +164,132 @@ def counter_step(nvml: Any, handle: Any, seconds: float | None = None) -> float 
     return gaps[len(gaps) // 2] if gaps else None
 
 
+COVERAGE_WARN = 0.9  # a power sensor that sees less of each counter step than this is warned of
+PULSES = 24  # short loads, each a little later in the counter's step than the one before
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a pulse test found: the share of each counter step the power sensor sees, from
+    the most a pulse was over-counted (None: not measurable), and the idle and load powers
+    that pulses were judged against."""
+
+    share: float | None
+    idle_w: float
+    load_w: float
+    pulses: int
+
+
+def sensor_coverage(
+    nvml: Any, handle: Any, burst: Callable[[float], None], step_s: float, pulses: int = PULSES
+) -> Coverage:
+    """Measure how much of each energy-counter step the power sensor samples, with a known
+    square-wave load (`burst(seconds)` keeps the GPU busy that long). A sensor that sees all
+    of a step counts a short pulse by its length wherever it falls; one that sees a share d
+    counts it 1/d times too much when it falls in the sampled part and not at all otherwise
+    (A100/H100: about 25%, arXiv 2312.02741). So: idle and full-load power from whole steps,
+    then `pulses` pulses of a tenth of a step, spaced a little more than a step apart so that
+    they sweep every phase of it; the counted power of a step holding one whole pulse, over
+    what that pulse's time alone would give (full coverage: 1), peaks at 1/d."""
+    stamps: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:  # every counter step: (when it was seen, the counter)
+        last = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        while not done.is_set():
+            value = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            if value != last:
+                stamps.append((time.perf_counter(), value))
+                last = value
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    on: list[tuple[float, float]] = []  # when the GPU was loaded
+    try:
+        time.sleep(4 * step_s)
+        idle_until = time.perf_counter()
+        start = time.perf_counter()
+        burst(5 * step_s)
+        on.append((start, time.perf_counter()))
+        time.sleep(2 * step_s)
+        first = time.perf_counter()
+        spacing, width = step_s * (1 + 1 / pulses), step_s / 10
+        for i in range(pulses):
+            time.sleep(max(0.0, first + i * spacing - time.perf_counter()))
+            start = time.perf_counter()
+            burst(width)
+            on.append((start, time.perf_counter()))
+        time.sleep(2 * step_s)
+    finally:
+        done.set()
+        watcher.join()
+
+    steps = [
+        (t0, t1, (e1 - e0) / 1e3 / (t1 - t0))
+        for (t0, e0), (t1, e1) in zip(stamps, stamps[1:], strict=False)
+    ]
+    idle = [w for t0, t1, w in steps if t1 <= idle_until]
+    load_start, load_end = on[0]
+    load = [w for t0, t1, w in steps if t0 >= load_start + step_s and t1 <= load_end]
+    if not idle or not load or max(load) <= max(idle):
+        return Coverage(None, float("nan"), float("nan"), pulses)
+    idle_w, load_w = statistics.median(idle), statistics.median(load)
+    margin = step_s / 50  # a step's ends are seen up to a poll late: pulses clear of them
+    seen = []
+    for t0, t1, w in steps:
+        touching = [(a, b) for a, b in on if b > t0 and a < t1]
+        if len(touching) == 1 and t0 + margin <= touching[0][0] < touching[0][1] <= t1 - margin:
+            pulse = touching[0][1] - touching[0][0]
+            seen.append((w - idle_w) / (load_w - idle_w) / (pulse / (t1 - t0)))
+    peak = max(seen, default=0.0)
+    share = None if peak <= 0 else min(1.0, 1 / peak)
+    return Coverage(share, idle_w, load_w, pulses)
+
+
+def coverage_finding(name: str, found: Coverage, step_s: float) -> Finding:
+    """The pulse test as a doctor's line."""
+    if found.share is None:
+        return Finding(
+            name,
+            "power sensor coverage",
+            "not measurable",
+            "unknown",
+            "the load did not raise the counted power above idle",
+        )
+    part = found.share < COVERAGE_WARN
+    return Finding(
+        name,
+        "power sensor coverage",
+        f"{found.share:.0%} of each {step_s * 1e3:.0f} ms step ({found.pulses} pulses, idle "
+        f"{found.idle_w:.0f} W, load {found.load_w:.0f} W)",
+        "warn" if part else "ok",
+        "a load that changes within a step is counted by where it falls: energy is a sample, "
+        "beyond energy_resolution"
+        if part
+        else "",
+    )
+
+
+def gpu_burst(index: int) -> Callable[[float], None]:
+    """A load for the pulse test: back-to-back matrix products on cuda:`index` for the time
+    asked, synchronised every few so a pulse ends when asked."""
+    import torch
+
+    device = torch.device("cuda", index)
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+
+    def burst(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            for _ in range(4):
+                a @ a
+            torch.cuda.synchronize(device)
+
+    burst(0.05)  # the first products pay for the kernels' start-up
+    return burst
+
+
 PROBE = (
     "import sys, torch; torch.empty(1, device=f'cuda:{sys.argv[1]}'); "
     "print('ready', flush=True); sys.stdin.read()"
@@ -228,10 +358,15 @@ def sees_itself(
     )
 
 
-def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Finding], list[str]]:
+Burst = Callable[[int], Callable[[float], None]]  # a CUDA index -> a load of that GPU
+
+
+def gpu_findings(
+    nvml: Any = None, probe_self: bool = True, power_test: Burst | None = None
+) -> tuple[list[Finding], list[str]]:
     """Findings for every GPU this process may use (CUDA_VISIBLE_DEVICES, mapped to NVML by
     UUID: another job's GPU on a shared node is not ours to judge), and what could not be
-    seen."""
+    seen. With `power_test`, the power sensor's coverage is measured with that load."""
     try:
         lib = nv.load(nvml)
     except nv.Unavailable as err:
@@ -268,6 +403,7 @@ def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Findin
             )
         )
         counter = read(lib.nvmlDeviceGetTotalEnergyConsumption)
+        step = None if nv.failed(counter) else counter_step(lib, handle)
         if nv.failed(counter):
             found.append(
                 Finding(
@@ -279,7 +415,6 @@ def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Findin
                 )
             )
         else:
-            step = counter_step(lib, handle)
             needed = (
                 ""
                 if step is None
@@ -396,11 +531,19 @@ def gpu_findings(nvml: Any = None, probe_self: bool = True) -> tuple[list[Findin
                 "MIG slices: energy is the whole GPU's, so it is not reported" if mig == 1 else "",
             )
         )
+        if power_test is not None and step:  # last: its CUDA context would be "another process"
+            test = sensor_coverage(lib, handle, power_test(index), step)
+            found.append(coverage_finding(name, test, step))
     return found, []
 
 
-def examine(sample_s: float = 1.0, nvml: Any = None, probe_self: bool = True) -> dict[str, Any]:
-    gpu, unseen = gpu_findings(nvml, probe_self)
+def examine(
+    sample_s: float = 1.0,
+    nvml: Any = None,
+    probe_self: bool = True,
+    power_test: Burst | None = None,
+) -> dict[str, Any]:
+    gpu, unseen = gpu_findings(nvml, probe_self, power_test)
     findings = gpu + cpu_findings(sample_s)
     unseen += [f"{f.area} {f.check}: {f.why}" for f in findings if f.status == "unknown"]
     code, verdict = _status_line(findings)
@@ -436,8 +579,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"attnbench {paths.version()}")
     parser.add_argument("--sample-s", type=float, default=1.0, help="CPU load sampling time")
     parser.add_argument("--json", type=Path, help="also write the findings as JSON")
+    parser.add_argument(
+        "--power-test",
+        action="store_true",
+        help="measure how much of each energy-counter step the power sensor sees, with a "
+        "pulsed load on each GPU (about 5 s a GPU; nothing else should run on it)",
+    )
     args = parser.parse_args(argv)
-    result = examine(args.sample_s)
+    result = examine(args.sample_s, power_test=gpu_burst if args.power_test else None)
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
