@@ -20,7 +20,7 @@ import numpy as np
 import scipy.stats
 
 RESAMPLES = 2000
-LEVEL = 0.95  # of an interval; and of each one-sided bound (`Estimate.bound`)
+LEVEL = 0.95  # of an interval; and of each one-sided bound (`Estimate.bounds`)
 _BUDGET = 4_000_000  # values drawn per side per bootstrap: bounds time and memory
 
 Stat = Callable[..., np.ndarray]
